@@ -1,0 +1,409 @@
+//! TLS over facil.io's read/write hooks.
+//!
+//! A connection gets two things from [`start`]:
+//! - the rw hooks, whose udata is an `Arc<HostConn>` released by `cleanup`;
+//! - a *handshake protocol* attached to the uuid until the handshake ends.
+//!   facil.io delivers data events and timeouts only to a uuid that has a
+//!   protocol, so this is what lets a handshake make progress without
+//!   polling and what enforces the handshake deadline. Its `on_data` drives
+//!   the handshake directly (it never reads application data).
+//!
+//! When the handshake finishes, a deferred task restores the uuid's timeout
+//! and calls the ALPN-selected protocol callback, which normally attaches
+//! the application's protocol (replacing ours; facil.io then calls our
+//! `on_close`, which frees it). A data event is forced afterwards, so bytes
+//! that arrived together with the client's Finished are not left waiting.
+//!
+//! Locking: every hook takes the connection's mutex, so the read hook
+//! (called by facil.io without its socket lock) and write/flush (called
+//! under it, from any thread) never drive the `SSL*` concurrently. Inside
+//! the mutex we only call `fio_force_event`, which takes no facil.io lock.
+
+use super::sys::{self, FioProtocol, FioRwHooks, FIO_EVENT_ON_DATA, FIO_EVENT_ON_READY};
+use crate::log::{log_debug, log_info, log_warning};
+use crate::tls::{Built, Connection, Handshake, Phase, ReadOutcome, Role};
+use libc::{c_void, size_t, ssize_t};
+use once_cell::sync::Lazy;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The callback type of `fio_tls_proto_add`.
+pub type ProtocolCallback = unsafe extern "C" fn(uuid: isize, udata: *mut c_void);
+/// A protocol's handler; `None` when the application passed NULL.
+pub type Handler = Option<ProtocolCallback>;
+/// What a connection keeps alive: contexts plus the protocol list.
+pub type Snapshot = Built<Handler>;
+
+/// Default handshake deadline in seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: u8 = 10;
+
+/// The handshake deadline: `FIO_TLS_HANDSHAKE_TIMEOUT` (whole seconds,
+/// 1..=255) when set and valid, else [`DEFAULT_HANDSHAKE_TIMEOUT`].
+pub fn handshake_timeout() -> u8 {
+    static VALUE: Lazy<u8> = Lazy::new(|| match std::env::var("FIO_TLS_HANDSHAKE_TIMEOUT") {
+        Ok(v) => match v.trim().parse::<u8>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                crate::log::log_warning!(
+                    "FIO_TLS_HANDSHAKE_TIMEOUT=\"{v}\" is not a number of seconds from 1 to 255; using {DEFAULT_HANDSHAKE_TIMEOUT}"
+                );
+                DEFAULT_HANDSHAKE_TIMEOUT
+            }
+        },
+        Err(_) => DEFAULT_HANDSHAKE_TIMEOUT,
+    });
+    *VALUE
+}
+
+/// The application's udata: an opaque pointer we only pass back.
+struct Udata(*mut c_void);
+// SAFETY: we never dereference it; the application owns its thread-safety.
+unsafe impl Send for Udata {}
+unsafe impl Sync for Udata {}
+
+/// Per-connection state shared by the hooks, the handshake protocol and
+/// the hand-over task.
+pub struct HostConn {
+    uuid: isize,
+    udata: Udata,
+    snapshot: Arc<Snapshot>,
+    tls: Mutex<Connection>,
+    /// Set once the protocol callback has been scheduled.
+    handed_over: AtomicBool,
+    /// The uuid's timeout before the handshake deadline replaced it.
+    saved_timeout: u8,
+    started: Instant,
+}
+
+impl HostConn {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock is caught at the boundary; the
+        // connection state is still consistent enough to be closed.
+        self.tls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.started.elapsed() > Duration::from_secs(handshake_timeout() as u64)
+    }
+}
+
+/// Our handshake-time protocol; `proto` must stay the first field.
+#[repr(C)]
+struct HandshakeProtocol {
+    proto: FioProtocol,
+    conn: Arc<HostConn>,
+}
+
+/// The hook table handed to facil.io: fully populated (the host fills NULL
+/// slots in place) and alive for the whole process.
+static mut HOOKS: FioRwHooks = FioRwHooks {
+    read: Some(hook_read),
+    write: Some(hook_write),
+    flush: Some(hook_flush),
+    before_close: Some(hook_before_close),
+    cleanup: Some(hook_cleanup),
+};
+
+/// Starts TLS on `uuid`: sets the rw hooks, attaches the handshake protocol
+/// and schedules the first handshake step. On error nothing is left set.
+pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_void) -> Result<(), String> {
+    if !sys::host_present() {
+        return Err("facil.io is not linked into this process".into());
+    }
+    if sys::is_closed(uuid) {
+        return Err(format!("uuid {uuid:#x} is not an open connection"));
+    }
+    let (ctx, sni) = match role {
+        Role::Server => (&snapshot.server, None),
+        // SNI carries host names only, never IP literals (RFC 6066 §3).
+        Role::Client => (
+            &snapshot.client,
+            snapshot.server_name.as_deref().filter(|n| n.parse::<std::net::IpAddr>().is_err()),
+        ),
+    };
+    let tls = Connection::new(ctx, role, sys::uuid2fd(uuid), sni)?;
+    let conn = Arc::new(HostConn {
+        uuid,
+        udata: Udata(udata),
+        snapshot: snapshot.clone(),
+        tls: Mutex::new(tls),
+        handed_over: AtomicBool::new(false),
+        saved_timeout: sys::timeout_get(uuid),
+        started: Instant::now(),
+    });
+    let hook_udata = Arc::into_raw(conn.clone()) as *mut c_void;
+    // SAFETY: HOOKS lives for the process; hook_udata is released by
+    // hook_cleanup, or below when the host refuses it (facil.io 0.7.0.beta4
+    // does not call cleanup on failure).
+    let set = unsafe { sys::rw_hook_set(uuid, core::ptr::addr_of_mut!(HOOKS), hook_udata) };
+    if set != Ok(0) {
+        // SAFETY: the host did not keep the pointer.
+        drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
+        return Err(format!("uuid {uuid:#x} closed before TLS could start"));
+    }
+    let proto = Box::new(HandshakeProtocol {
+        proto: FioProtocol {
+            on_data: Some(hs_on_data),
+            on_ready: None,
+            on_shutdown: Some(hs_on_shutdown),
+            on_close: Some(hs_on_close),
+            ping: Some(hs_ping),
+            rsv: 0,
+        },
+        conn,
+    });
+    // SAFETY: facil.io owns the pointer until it calls hs_on_close (also on
+    // failure to attach).
+    let _ = unsafe { sys::attach(uuid, Box::into_raw(proto).cast()) };
+    sys::timeout_set(uuid, handshake_timeout());
+    sys::force_event(uuid, FIO_EVENT_ON_DATA);
+    Ok(())
+}
+
+/// What one handshake step produced.
+enum Step {
+    Done,
+    InProgress,
+    Failed(String),
+}
+
+/// Runs the handshake one step, schedules the hand-over the first time it
+/// completes, and arranges a write poll if the socket did not take our
+/// output.
+fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Step {
+    let step = match tls.handshake() {
+        Handshake::Done => Step::Done,
+        Handshake::InProgress => Step::InProgress,
+        Handshake::Failed(reason) => Step::Failed(reason),
+    };
+    if tls.pending_output() > 0 {
+        sys::force_event(conn.uuid, FIO_EVENT_ON_READY);
+    }
+    if let Step::Done = step {
+        if !conn.handed_over.swap(true, Ordering::AcqRel) {
+            schedule_handover(conn);
+        }
+    }
+    step
+}
+
+fn log_failure(conn: &HostConn, role: Role, reason: &str) {
+    let side = if role == Role::Server { "server" } else { "client" };
+    match role {
+        // A peer that hangs up mid-handshake (scanners, health checks) is
+        // routine for a server: keep it out of the default log.
+        Role::Server if reason.contains("peer closed") || reason.contains("reset") => {
+            log_debug!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid)
+        }
+        Role::Server => log_info!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid),
+        Role::Client => log_warning!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid),
+    }
+}
+
+fn schedule_handover(conn: &Arc<HostConn>) {
+    let raw = Arc::into_raw(conn.clone()) as *mut c_void;
+    // SAFETY: the task takes the reference back; if scheduling fails we do.
+    let ok = unsafe { sys::defer(handover_task, raw, core::ptr::null_mut()) };
+    if ok != Ok(0) {
+        drop(unsafe { Arc::from_raw(raw as *const HostConn) });
+    }
+}
+
+/// Deferred: hands the finished connection to the ALPN-selected protocol.
+unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
+    let conn = Arc::from_raw(arg as *const HostConn);
+    boundary("protocol hand-over", (), || {
+        if sys::is_closed(conn.uuid) {
+            return;
+        }
+        sys::timeout_set(conn.uuid, conn.saved_timeout);
+        let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
+        if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
+            callback(conn.uuid, conn.udata.0);
+        }
+        // Records that came with the handshake are already inside OpenSSL.
+        sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
+    });
+}
+
+unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
+    let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
+    boundary("handshake", (), || {
+        let mut tls = conn.lock();
+        let role = tls.role();
+        if tls.phase() == Phase::Handshaking && conn.past_deadline() {
+            drop(tls);
+            log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
+            sys::close(uuid);
+            return;
+        }
+        let step = advance(&conn, &mut tls);
+        drop(tls);
+        match step {
+            Step::InProgress => {}
+            // Our on_data runs only while our protocol is attached. With no
+            // protocol callback to hand over to, nothing would ever read
+            // this connection.
+            Step::Done if conn.snapshot.protocols.is_empty() => {
+                log_warning!(
+                    "uuid {uuid:#x}: TLS handshake done but no protocol was added (fio_tls_proto_add) or attached; closing"
+                );
+                sys::close(uuid);
+            }
+            Step::Done => {}
+            Step::Failed(reason) => {
+                log_failure(&conn, role, &reason);
+                sys::close(uuid);
+            }
+        }
+    });
+}
+
+unsafe extern "C" fn hs_ping(uuid: isize, pr: *mut FioProtocol) {
+    let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
+    boundary("handshake timeout", (), || {
+        if conn.lock().phase() == Phase::Handshaking {
+            log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
+            sys::close(uuid);
+        }
+    });
+}
+
+unsafe extern "C" fn hs_on_shutdown(_uuid: isize, _pr: *mut FioProtocol) -> u8 {
+    0
+}
+
+unsafe extern "C" fn hs_on_close(_uuid: isize, pr: *mut FioProtocol) {
+    // Frees the protocol object and its reference to the connection.
+    drop(Box::from_raw(pr as *mut HandshakeProtocol));
+}
+
+fn set_errno(code: i32) {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = code };
+}
+
+fn fail_with(e: &io::Error) -> ssize_t {
+    let code = match e.raw_os_error() {
+        Some(c) => c,
+        None => match e.kind() {
+            io::ErrorKind::WouldBlock => libc::EWOULDBLOCK,
+            io::ErrorKind::BrokenPipe => libc::EPIPE,
+            io::ErrorKind::WriteZero => libc::ECONNRESET,
+            _ => libc::ECONNABORTED,
+        },
+    };
+    set_errno(code);
+    -1
+}
+
+/// Runs `f`, turning a panic into an error line and `fallback`: no panic
+/// unwinds into facil.io.
+pub fn boundary<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            crate::log::log_error!("internal error in {what}; the operation was abandoned");
+            fallback
+        }
+    }
+}
+
+unsafe fn conn_of<'a>(udata: *mut c_void) -> &'a Arc<HostConn> {
+    // The hook udata is the pointer produced by Arc::into_raw; view it as an
+    // Arc without touching the count.
+    &*(core::ptr::addr_of!(udata) as *const Arc<HostConn>)
+}
+
+unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void, count: size_t) -> ssize_t {
+    let conn = conn_of(udata);
+    boundary("read hook", -1, || {
+        let mut tls = conn.lock();
+        if tls.phase() == Phase::Handshaking {
+            // An application protocol replaced ours early: drive from here.
+            match advance(conn, &mut tls) {
+                Step::Done => {}
+                Step::InProgress => {
+                    set_errno(libc::EAGAIN);
+                    return -1;
+                }
+                Step::Failed(reason) => {
+                    log_failure(conn, tls.role(), &reason);
+                    set_errno(libc::ECONNABORTED);
+                    return -1;
+                }
+            }
+        }
+        let out = std::slice::from_raw_parts_mut(buf as *mut u8, count);
+        let result = match tls.read(out) {
+            ReadOutcome::Data(n) => {
+                if tls.has_buffered_input() {
+                    // facil.io reads one buffer per event; more is already
+                    // here, so ask for another event.
+                    sys::force_event(uuid, FIO_EVENT_ON_DATA);
+                }
+                n as ssize_t
+            }
+            ReadOutcome::WouldBlock => {
+                set_errno(libc::EAGAIN);
+                -1
+            }
+            ReadOutcome::Closed => 0,
+            ReadOutcome::Error(e) => fail_with(&e),
+        };
+        // Reading can make OpenSSL answer (session tickets, key updates).
+        if tls.pending_output() > 0 {
+            sys::force_event(uuid, FIO_EVENT_ON_READY);
+        }
+        result
+    })
+}
+
+unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_void, count: size_t) -> ssize_t {
+    let conn = conn_of(udata);
+    boundary("write hook", -1, || {
+        let mut tls = conn.lock();
+        let data = std::slice::from_raw_parts(buf as *const u8, count);
+        match tls.write(data) {
+            Ok(n) => {
+                if tls.pending_output() > 0 {
+                    // The kernel did not take everything: make facil.io
+                    // call flush when the socket is writable again.
+                    sys::force_event(uuid, FIO_EVENT_ON_READY);
+                }
+                n as ssize_t
+            }
+            Err(e) => fail_with(&e),
+        }
+    })
+}
+
+unsafe extern "C" fn hook_flush(_uuid: isize, udata: *mut c_void) -> ssize_t {
+    let conn = conn_of(udata);
+    boundary("flush hook", -1, || {
+        let mut tls = conn.lock();
+        match tls.flush() {
+            Ok(left) => left as ssize_t,
+            // While closing, report "drained" so facil.io finishes the close
+            // instead of waiting on a dead peer.
+            Err(_) if tls.phase() == Phase::ShutDown => 0,
+            Err(e) => fail_with(&e),
+        }
+    })
+}
+
+unsafe extern "C" fn hook_before_close(_uuid: isize, udata: *mut c_void) -> ssize_t {
+    let conn = conn_of(udata);
+    boundary("close hook", 0, || {
+        let left = conn.lock().shutdown();
+        // Non-zero: facil.io waits for flush to report 0 before closing.
+        (left > 0) as ssize_t
+    })
+}
+
+unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
+    boundary("cleanup hook", (), || drop(Arc::from_raw(udata as *const HostConn)));
+}

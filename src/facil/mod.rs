@@ -1,0 +1,5 @@
+//! The host room: facil.io 0.7.0.beta4's ABI and the glue that runs a TLS
+//! connection inside its event loop.
+
+pub mod hooks;
+pub mod sys;

@@ -1,0 +1,185 @@
+//! The slice of facil.io 0.7.0.beta4's ABI that this library touches.
+//!
+//! The struct layouts mirror `lib/facil/fio.h` of tag 0.7.0.beta4 field for
+//! field. The host functions are referenced as **weak** symbols through a
+//! small table emitted with `global_asm!`: when facil.io is linked (statically
+//! or as a shared object) each slot holds the function's address; when it is
+//! not (Rust unit tests, a program that never links facil.io) the slot is
+//! NULL and the wrappers below report "no host" instead of failing to link.
+
+use libc::{c_int, c_void, size_t, ssize_t};
+
+/// `fio_protocol_s` (fio.h). The host owns `rsv`; everything else is ours.
+#[repr(C)]
+pub struct FioProtocol {
+    pub on_data: Option<unsafe extern "C" fn(uuid: isize, protocol: *mut FioProtocol)>,
+    pub on_ready: Option<unsafe extern "C" fn(uuid: isize, protocol: *mut FioProtocol)>,
+    pub on_shutdown: Option<unsafe extern "C" fn(uuid: isize, protocol: *mut FioProtocol) -> u8>,
+    pub on_close: Option<unsafe extern "C" fn(uuid: isize, protocol: *mut FioProtocol)>,
+    pub ping: Option<unsafe extern "C" fn(uuid: isize, protocol: *mut FioProtocol)>,
+    pub rsv: size_t,
+}
+
+/// `fio_rw_hook_s` (fio.h): read, write, flush, before_close, cleanup.
+#[repr(C)]
+pub struct FioRwHooks {
+    pub read: Option<unsafe extern "C" fn(isize, *mut c_void, *mut c_void, size_t) -> ssize_t>,
+    pub write: Option<unsafe extern "C" fn(isize, *mut c_void, *const c_void, size_t) -> ssize_t>,
+    pub flush: Option<unsafe extern "C" fn(isize, *mut c_void) -> ssize_t>,
+    pub before_close: Option<unsafe extern "C" fn(isize, *mut c_void) -> ssize_t>,
+    pub cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+/// `enum fio_io_event` (fio.h).
+pub const FIO_EVENT_ON_DATA: c_int = 0;
+pub const FIO_EVENT_ON_READY: c_int = 1;
+
+/// `fio_uuid2fd` is a macro in fio.h: the descriptor is the uuid shifted by 8.
+pub fn uuid2fd(uuid: isize) -> c_int {
+    ((uuid as usize) >> 8) as c_int
+}
+
+/// Addresses of the host symbols we use; NULL where the host is absent.
+#[repr(C)]
+struct HostTable {
+    rw_hook_set: Option<unsafe extern "C" fn(isize, *mut FioRwHooks, *mut c_void) -> c_int>,
+    attach: Option<unsafe extern "C" fn(isize, *mut FioProtocol)>,
+    defer: Option<
+        unsafe extern "C" fn(Option<unsafe extern "C" fn(*mut c_void, *mut c_void)>, *mut c_void, *mut c_void) -> c_int,
+    >,
+    force_event: Option<unsafe extern "C" fn(isize, c_int)>,
+    close: Option<unsafe extern "C" fn(isize)>,
+    timeout_set: Option<unsafe extern "C" fn(isize, u8)>,
+    timeout_get: Option<unsafe extern "C" fn(isize) -> u8>,
+    is_closed: Option<unsafe extern "C" fn(isize) -> c_int>,
+    is_valid: Option<unsafe extern "C" fn(isize) -> c_int>,
+    log_level: *const c_int,
+}
+
+// Weak references: a missing definition resolves to 0 instead of a link error.
+// The table is hidden, so it never leaves libfio_tls.so's export list.
+core::arch::global_asm!(
+    ".weak fio_rw_hook_set",
+    ".weak fio_attach",
+    ".weak fio_defer",
+    ".weak fio_force_event",
+    ".weak fio_close",
+    ".weak fio_timeout_set",
+    ".weak fio_timeout_get",
+    ".weak fio_is_closed",
+    ".weak fio_is_valid",
+    ".weak FIO_LOG_LEVEL",
+    ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
+    ".balign 8",
+    ".globl fio_tls_private_host_table",
+    ".hidden fio_tls_private_host_table",
+    "fio_tls_private_host_table:",
+    ".8byte fio_rw_hook_set",
+    ".8byte fio_attach",
+    ".8byte fio_defer",
+    ".8byte fio_force_event",
+    ".8byte fio_close",
+    ".8byte fio_timeout_set",
+    ".8byte fio_timeout_get",
+    ".8byte fio_is_closed",
+    ".8byte fio_is_valid",
+    ".8byte FIO_LOG_LEVEL",
+    ".popsection",
+);
+
+extern "C" {
+    static fio_tls_private_host_table: HostTable;
+}
+
+fn host() -> &'static HostTable {
+    // SAFETY: the table is a read-only (after relocation) static defined above.
+    unsafe { &*core::ptr::addr_of!(fio_tls_private_host_table) }
+}
+
+/// True when facil.io is linked into the process.
+pub fn host_present() -> bool {
+    host().rw_hook_set.is_some() && host().attach.is_some()
+}
+
+/// facil.io's `FIO_LOG_LEVEL`, or `None` when facil.io is not linked.
+pub fn log_level() -> Option<c_int> {
+    let p = host().log_level;
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: p is the address of facil.io's exported `int FIO_LOG_LEVEL`.
+        Some(unsafe { core::ptr::read_volatile(p) })
+    }
+}
+
+/// Error returned when a host function is called without facil.io linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoHost;
+
+/// `fio_rw_hook_set`: 0 on success, -1 when the uuid is already closed.
+/// `hooks` must stay valid for the life of the process (the host keeps it and
+/// fills NULL slots in place).
+pub unsafe fn rw_hook_set(uuid: isize, hooks: *mut FioRwHooks, udata: *mut c_void) -> Result<c_int, NoHost> {
+    host().rw_hook_set.map(|f| f(uuid, hooks, udata)).ok_or(NoHost)
+}
+
+/// `fio_attach`: replaces the uuid's protocol (the old one's `on_close` is
+/// scheduled by the host).
+pub unsafe fn attach(uuid: isize, protocol: *mut FioProtocol) -> Result<(), NoHost> {
+    host().attach.map(|f| f(uuid, protocol)).ok_or(NoHost)
+}
+
+/// `fio_defer`: schedules `task(a, b)` on a facil.io worker thread.
+pub unsafe fn defer(task: unsafe extern "C" fn(*mut c_void, *mut c_void), a: *mut c_void, b: *mut c_void) -> Result<c_int, NoHost> {
+    host().defer.map(|f| f(Some(task), a, b)).ok_or(NoHost)
+}
+
+/// `fio_force_event`: schedules an event for the uuid; takes no socket lock,
+/// so it is safe inside a read/write hook.
+pub fn force_event(uuid: isize, event: c_int) {
+    if let Some(f) = host().force_event {
+        // SAFETY: plain host call; an invalid uuid is ignored by the host.
+        unsafe { f(uuid, event) }
+    }
+}
+
+/// `fio_close`: graceful close (our `before_close` hook gets to send
+/// close_notify). Must not be called from inside a read/write hook.
+pub fn close(uuid: isize) {
+    if let Some(f) = host().close {
+        // SAFETY: plain host call; an invalid uuid is ignored by the host.
+        unsafe { f(uuid) }
+    }
+}
+
+/// `fio_timeout_set` (seconds, 0..=255; 0 means the host default).
+pub fn timeout_set(uuid: isize, seconds: u8) {
+    if let Some(f) = host().timeout_set {
+        // SAFETY: plain host call; the host validates the uuid.
+        unsafe { f(uuid, seconds) }
+    }
+}
+
+/// `fio_timeout_get` (seconds; 0 when unset). Only valid for a valid uuid.
+pub fn timeout_get(uuid: isize) -> u8 {
+    match (host().timeout_get, host().is_valid) {
+        // SAFETY: timeout_get indexes the host's fd table, so check validity first.
+        (Some(get), Some(valid)) => unsafe {
+            if valid(uuid) != 0 {
+                get(uuid)
+            } else {
+                0
+            }
+        },
+        _ => 0,
+    }
+}
+
+/// `fio_is_closed`: true when the uuid is invalid, closed or closing.
+pub fn is_closed(uuid: isize) -> bool {
+    match host().is_closed {
+        // SAFETY: plain host call.
+        Some(f) => unsafe { f(uuid) != 0 },
+        None => true,
+    }
+}

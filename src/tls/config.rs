@@ -1,0 +1,353 @@
+//! TLS settings (certificates by SNI name, ALPN protocols) and the OpenSSL
+//! contexts built from them.
+//!
+//! [`TlsConfig`] is the mutable description a `fio_tls_s` holds; every change
+//! produces a new immutable [`Built`] snapshot. Connections keep an `Arc` of
+//! the snapshot they started with, so changing or destroying the settings
+//! never pulls a context from under a live connection.
+//!
+//! Defaults (server and client): TLS 1.2 and 1.3 only; TLS 1.2 suites are
+//! ECDHE with AES-GCM or ChaCha20-Poly1305 (forward secret AEAD only), in the
+//! server's order; groups X25519, P-256, P-384; no compression; no
+//! renegotiation; session tickets and the server session cache on.
+
+use super::error::ConfigError;
+use super::{pem, selfsigned};
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{
+    AlpnError, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    SslRef, SslVersion,
+};
+use openssl::x509::X509;
+use std::sync::Arc;
+
+/// TLS 1.2 cipher list: forward-secret AEAD suites only, strongest first per
+/// key type. (TLS 1.3 suites are all AEAD + (EC)DHE; OpenSSL's default set is
+/// kept.)
+pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+/// Key exchange groups, in preference order.
+pub const GROUPS: &str = "X25519:P-256:P-384";
+
+/// Longest ALPN protocol name (RFC 7301: a 1-byte length prefix).
+pub const MAX_ALPN_NAME: usize = 255;
+
+/// A certificate chain with its key, and the SNI names it answers to.
+#[derive(Clone)]
+pub struct CertEntry {
+    /// Lower-case host names: the name it was added under, then the
+    /// certificate's subjectAltName DNS names (may hold `*.` wildcards).
+    pub names: Vec<String>,
+    pub key: PKey<Private>,
+    /// Leaf first, then intermediates.
+    pub chain: Vec<X509>,
+    /// Generated in-process (never presented as a client certificate).
+    pub self_signed: bool,
+}
+
+impl CertEntry {
+    /// Loads `key_file` and `cert_file` (or generates a self-signed pair when
+    /// both are `None`) and checks that the key matches the certificate.
+    pub fn load(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
+        let (key, chain, self_signed) = match (key_file, cert_file) {
+            (None, None) => {
+                let (key, cert) = selfsigned::generate(server_name.unwrap_or("localhost"))?;
+                (key, vec![cert], true)
+            }
+            (Some(k), Some(c)) => {
+                let key = pem::load_private_key(k)?;
+                let chain = pem::load_chain(c)?;
+                let leaf_key = chain[0].public_key()?;
+                if !leaf_key.public_eq(&key) {
+                    return Err(ConfigError::msg(format!(
+                        "private key file \"{k}\" does not match certificate file \"{c}\""
+                    )));
+                }
+                (key, chain, false)
+            }
+            (Some(k), None) => {
+                return Err(ConfigError::msg(format!(
+                    "private key file \"{k}\" given without a certificate file (pass both, or neither for a self-signed certificate)"
+                )))
+            }
+            (None, Some(c)) => {
+                return Err(ConfigError::msg(format!(
+                    "certificate file \"{c}\" given without a private key file (pass both, or neither for a self-signed certificate)"
+                )))
+            }
+        };
+        let mut names = Vec::new();
+        if let Some(n) = server_name {
+            names.push(n.to_ascii_lowercase());
+        }
+        if let Some(sans) = chain[0].subject_alt_names() {
+            for dns in sans.iter().filter_map(|g| g.dnsname()) {
+                let dns = dns.to_ascii_lowercase();
+                if !names.contains(&dns) {
+                    names.push(dns);
+                }
+            }
+        }
+        Ok(CertEntry { names, key, chain, self_signed })
+    }
+}
+
+/// Exact, case-insensitive match, or a `*.` wildcard covering one label.
+fn name_matches(pattern: &str, host: &str) -> bool {
+    if pattern.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match (pattern.strip_prefix("*."), host.split_once('.')) {
+        (Some(suffix), Some((label, rest))) => !label.is_empty() && rest.eq_ignore_ascii_case(suffix),
+        _ => false,
+    }
+}
+
+/// An ALPN protocol name and the caller's handler for it.
+#[derive(Clone)]
+pub struct Protocol<H> {
+    pub name: String,
+    pub handler: H,
+}
+
+/// The mutable settings of one `fio_tls_s`.
+#[derive(Clone)]
+pub struct TlsConfig<H> {
+    /// The name given to `fio_tls_new`: the client's SNI and host name.
+    pub server_name: Option<String>,
+    pub certs: Vec<CertEntry>,
+    /// In the order added = the server's order of preference.
+    pub protocols: Vec<Protocol<H>>,
+}
+
+impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
+    /// Settings with a default certificate: loaded from files, or generated
+    /// for `server_name` (or "localhost") when both files are `None`.
+    pub fn new(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
+        let first = CertEntry::load(server_name, key_file, cert_file)?;
+        Ok(TlsConfig { server_name: server_name.map(str::to_string), certs: vec![first], protocols: Vec::new() })
+    }
+
+    /// Adds a certificate chosen when the client's SNI names `server_name`
+    /// (or one of the certificate's own DNS names).
+    pub fn add_cert(&mut self, server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<(), ConfigError> {
+        let entry = CertEntry::load(server_name, key_file, cert_file)?;
+        self.certs.push(entry);
+        Ok(())
+    }
+
+    /// Adds an ALPN protocol; a name added again keeps its place and takes
+    /// the newer handler.
+    pub fn add_protocol(&mut self, name: &str, handler: H) -> Result<(), ConfigError> {
+        if name.is_empty() {
+            return Err(ConfigError::msg("ALPN protocol name is empty"));
+        }
+        if name.len() > MAX_ALPN_NAME {
+            return Err(ConfigError::msg(format!(
+                "ALPN protocol name is {} bytes long (the limit is {MAX_ALPN_NAME})",
+                name.len()
+            )));
+        }
+        match self.protocols.iter_mut().find(|p| p.name == name) {
+            Some(p) => p.handler = handler,
+            None => self.protocols.push(Protocol { name: name.to_string(), handler }),
+        }
+        Ok(())
+    }
+
+    /// Builds the OpenSSL contexts for these settings.
+    pub fn build(&self) -> Result<Built<H>, ConfigError> {
+        let alpn_names: Arc<Vec<Vec<u8>>> = Arc::new(self.protocols.iter().map(|p| p.name.as_bytes().to_vec()).collect());
+
+        // One context per certificate; the first one also carries the SNI
+        // callback that switches a handshake to another certificate.
+        let mut per_cert = Vec::with_capacity(self.certs.len());
+        for entry in &self.certs {
+            let mut b = server_builder(entry)?;
+            set_alpn_select(&mut b, &alpn_names);
+            per_cert.push(b.build());
+        }
+        let entries: Arc<Vec<(Vec<String>, SslContext)>> =
+            Arc::new(self.certs.iter().zip(per_cert).map(|(e, c)| (e.names.clone(), c)).collect());
+        let mut b = server_builder(&self.certs[0])?;
+        set_alpn_select(&mut b, &alpn_names);
+        let sni_entries = entries.clone();
+        b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
+            let host = match ssl.servername(NameType::HOST_NAME) {
+                Some(h) => h.to_string(),
+                None => return Ok(()),
+            };
+            // Entry 0 is this context already: switch only to a later one.
+            let pick = sni_entries.iter().position(|(names, _)| names.iter().any(|n| name_matches(n, &host)));
+            if let Some(i) = pick.filter(|&i| i > 0) {
+                ssl.set_ssl_context(&sni_entries[i].1).map_err(|_| SniError::ALERT_FATAL)?;
+            }
+            Ok(())
+        });
+        let server = b.build();
+
+        let client = client_builder(self)?.build();
+        Ok(Built {
+            server,
+            client,
+            protocols: self.protocols.clone(),
+            server_name: self.server_name.clone(),
+        })
+    }
+}
+
+fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_groups_list(GROUPS)?;
+    b.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_RENEGOTIATION);
+    // Return the 2 x ~17 KiB record buffers to the allocator whenever a
+    // connection has nothing in flight (idle keep-alive connections).
+    b.set_mode(SslMode::RELEASE_BUFFERS);
+    Ok(())
+}
+
+fn server_builder(entry: &CertEntry) -> Result<SslContextBuilder, ConfigError> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
+    common_settings(&mut b)?;
+    b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+    b.set_session_id_context(b"fio_tls")?;
+    b.set_private_key(&entry.key)?;
+    b.set_certificate(&entry.chain[0])?;
+    for intermediate in &entry.chain[1..] {
+        b.add_extra_chain_cert(intermediate.clone())?;
+    }
+    b.check_private_key()?;
+    Ok(b)
+}
+
+/// Server-side ALPN: the first protocol in our order that the client offers
+/// (RFC 7301 server preference). A client offering only unknown protocols
+/// gets the fatal `no_application_protocol` alert. With no protocols
+/// registered, ALPN is not negotiated at all.
+fn set_alpn_select(b: &mut SslContextBuilder, ours: &Arc<Vec<Vec<u8>>>) {
+    if ours.is_empty() {
+        return;
+    }
+    let ours = ours.clone();
+    b.set_alpn_select_callback(move |_ssl, client| select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL));
+}
+
+/// Picks our most preferred name from a client's ALPN wire list, returning
+/// the slice inside the client's list.
+pub fn select_alpn<'a>(ours: &[Vec<u8>], client: &'a [u8]) -> Option<&'a [u8]> {
+    let mut offered = Vec::new();
+    let mut rest = client;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = len as usize;
+        if len == 0 || len > tail.len() {
+            return None; // malformed list
+        }
+        offered.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    ours.iter().find_map(|want| offered.iter().copied().find(|o| *o == want.as_slice()))
+}
+
+fn client_builder<H>(cfg: &TlsConfig<H>) -> Result<SslContextBuilder, ConfigError> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
+    common_settings(&mut b)?;
+    // Anonymous by default, as the seed API documents; peer verification is
+    // an explicit opt-in.
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    if !cfg.protocols.is_empty() {
+        let mut wire = Vec::new();
+        for p in &cfg.protocols {
+            wire.push(p.name.len() as u8);
+            wire.extend_from_slice(p.name.as_bytes());
+        }
+        b.set_alpn_protos(&wire)?;
+    }
+    // A certificate loaded from files doubles as the client certificate.
+    if let Some(entry) = cfg.certs.iter().find(|e| !e.self_signed) {
+        b.set_private_key(&entry.key)?;
+        b.set_certificate(&entry.chain[0])?;
+        for intermediate in &entry.chain[1..] {
+            b.add_extra_chain_cert(intermediate.clone())?;
+        }
+    }
+    Ok(b)
+}
+
+/// An immutable snapshot: the contexts plus the protocol list they were
+/// built with.
+pub struct Built<H> {
+    /// Server context (default certificate, SNI switching, ALPN selection).
+    pub server: SslContext,
+    /// Client context (ALPN offer in the order added).
+    pub client: SslContext,
+    pub protocols: Vec<Protocol<H>>,
+    pub server_name: Option<String>,
+}
+
+impl<H> Built<H> {
+    /// The protocol for an ALPN result: the selected name, or the first
+    /// protocol added when none was negotiated.
+    pub fn protocol_for(&self, selected: Option<&[u8]>) -> Option<&Protocol<H>> {
+        match selected {
+            Some(name) => self.protocols.iter().find(|p| p.name.as_bytes() == name),
+            None => self.protocols.first(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_uses_server_preference() {
+        let ours = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = b"\x08http/1.1\x02h2";
+        assert_eq!(select_alpn(&ours, client), Some(&b"h2"[..]));
+        assert_eq!(select_alpn(&ours, b"\x06spdy/3"), None);
+        assert_eq!(select_alpn(&ours, b"\x09http/1.1"), None, "malformed list");
+    }
+
+    #[test]
+    fn duplicate_protocol_keeps_one_entry_with_newer_handler() {
+        let mut cfg: TlsConfig<u32> = TlsConfig::new(Some("localhost"), None, None).unwrap();
+        cfg.add_protocol("http/1.1", 1).unwrap();
+        cfg.add_protocol("echo", 2).unwrap();
+        cfg.add_protocol("http/1.1", 3).unwrap();
+        assert_eq!(cfg.protocols.len(), 2);
+        assert_eq!(cfg.protocols[0].name, "http/1.1");
+        assert_eq!(cfg.protocols[0].handler, 3);
+        let long = "x".repeat(256);
+        assert!(cfg.add_protocol(&long, 4).unwrap_err().to_string().contains("255"));
+        assert!(cfg.add_protocol("", 4).is_err());
+    }
+
+    #[test]
+    fn protocol_for_falls_back_to_first() {
+        let mut cfg: TlsConfig<u32> = TlsConfig::new(None, None, None).unwrap();
+        cfg.add_protocol("a", 1).unwrap();
+        cfg.add_protocol("b", 2).unwrap();
+        let built = cfg.build().unwrap();
+        assert_eq!(built.protocol_for(None).unwrap().handler, 1);
+        assert_eq!(built.protocol_for(Some(b"b")).unwrap().handler, 2);
+        assert!(built.protocol_for(Some(b"c")).is_none());
+    }
+
+    #[test]
+    fn wildcard_names() {
+        assert!(name_matches("*.example.com", "www.example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(name_matches("Example.COM", "example.com"));
+    }
+
+    #[test]
+    fn half_a_pair_is_an_error() {
+        let e = TlsConfig::<u32>::new(Some("x"), Some("/k.pem"), None).err().unwrap().to_string();
+        assert!(e.contains("without a certificate file"), "{e}");
+    }
+}

@@ -1,0 +1,528 @@
+//! One TLS connection over a non-blocking file descriptor.
+//!
+//! OpenSSL reads straight from the fd into its record buffer. Records it
+//! writes go straight to the fd too; only what the kernel refuses
+//! (EAGAIN) is kept in an outgoing buffer, drained by [`Connection::flush`].
+//! So writing never blocks and never fails for lack of socket space: the
+//! caller bounds memory by looking at [`Connection::pending_output`].
+//!
+//! The type is not thread-safe by itself (an `SSL*` must not be driven from
+//! two threads at once); the host layer wraps it in a mutex.
+
+use super::error::first_reason;
+use super::sys;
+use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslContext, SslStream};
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+
+/// Plaintext accepted per `write` call; a few full records.
+pub const WRITE_CHUNK: usize = 64 * 1024;
+/// Above this much undelivered ciphertext, `write` reports `WouldBlock`.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// Plaintext accepted before the handshake has finished.
+pub const EARLY_PLAINTEXT_LIMIT: usize = 64 * 1024;
+
+/// Which side of the handshake we play.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// The raw transport under OpenSSL: the fd plus the ciphertext the kernel
+/// has not taken yet.
+pub struct FdIo {
+    fd: RawFd,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl FdIo {
+    fn new(fd: RawFd) -> Self {
+        FdIo { fd, out: Vec::new(), out_pos: 0 }
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// One `send(2)` (MSG_NOSIGNAL: a closed peer is EPIPE, not SIGPIPE).
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: buf is a live slice; fd is owned by the caller.
+            let n = unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Not a socket (a pipe in a test): plain write(2).
+                Some(libc::ENOTSOCK) => {
+                    // SAFETY: as above.
+                    let n = unsafe { libc::write(self.fd, buf.as_ptr().cast(), buf.len()) };
+                    return if n >= 0 { Ok(n as usize) } else { Err(io::Error::last_os_error()) };
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Writes buffered ciphertext until done or EAGAIN; returns what is left.
+    fn drain(&mut self) -> io::Result<usize> {
+        while self.out_pos < self.out.len() {
+            match self.send(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            // Drained: give the memory back rather than keep it per idle
+            // connection.
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+        Ok(self.pending())
+    }
+}
+
+impl Read for FdIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: buf is a live mutable slice.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Write for FdIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut done = 0;
+        if self.pending() == 0 {
+            match self.send(buf) {
+                Ok(n) => done = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Keep what the kernel did not take, in order, behind older bytes.
+        self.out.extend_from_slice(&buf[done..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Handshaking,
+    Established,
+    /// close_notify sent (our side is done writing).
+    ShutDown,
+    /// A fatal error: nothing more may be written.
+    Failed,
+}
+
+/// Result of driving the handshake.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Finished now or earlier.
+    Done,
+    /// Waiting for the peer (or for the socket to drain).
+    InProgress,
+    /// Failed; the reason is one line of text. Any alert OpenSSL produced is
+    /// in the outgoing buffer.
+    Failed(String),
+}
+
+/// Result of a read.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Data(usize),
+    /// Nothing decrypted now; wait for the socket.
+    WouldBlock,
+    /// The peer closed: close_notify, or end of stream.
+    Closed,
+    /// A fatal TLS or socket error.
+    Error(io::Error),
+}
+
+/// A TLS session over an fd. The fd is borrowed: closing it is the owner's
+/// job.
+pub struct Connection {
+    stream: SslStream<FdIo>,
+    phase: Phase,
+    role: Role,
+    /// Plaintext written before the handshake finished, sent right after it.
+    early: Vec<u8>,
+}
+
+impl Connection {
+    /// Starts a session on `fd`. For a client, `sni` (when given) is sent as
+    /// the server name.
+    pub fn new(ctx: &SslContext, role: Role, fd: RawFd, sni: Option<&str>) -> Result<Self, String> {
+        let mut ssl = Ssl::new(ctx).map_err(|e| first_reason(&e))?;
+        match role {
+            Role::Server => ssl.set_accept_state(),
+            Role::Client => {
+                if let Some(name) = sni {
+                    ssl.set_hostname(name).map_err(|e| first_reason(&e))?;
+                }
+                ssl.set_connect_state();
+            }
+        }
+        let stream = SslStream::new(ssl, FdIo::new(fd)).map_err(|e| first_reason(&e))?;
+        Ok(Connection { stream, phase: Phase::Handshaking, role, early: Vec::new() })
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The ALPN protocol agreed on, if any.
+    pub fn selected_alpn(&self) -> Option<&[u8]> {
+        self.stream.ssl().selected_alpn_protocol()
+    }
+
+    /// The SNI name the client sent (server side) or that we sent (client).
+    pub fn server_name(&self) -> Option<&str> {
+        self.stream.ssl().servername(openssl::ssl::NameType::HOST_NAME)
+    }
+
+    /// The negotiated protocol version, e.g. "TLSv1.3".
+    pub fn version(&self) -> &'static str {
+        self.stream.ssl().version_str()
+    }
+
+    /// Ciphertext waiting for the socket.
+    pub fn pending_output(&self) -> usize {
+        self.stream.get_ref().pending()
+    }
+
+    /// True when a read would return data without new bytes on the fd.
+    pub fn has_buffered_input(&self) -> bool {
+        sys::has_pending(self.stream.ssl())
+    }
+
+    /// Drives the handshake as far as the socket allows.
+    pub fn handshake(&mut self) -> Handshake {
+        match self.phase {
+            Phase::Handshaking => {}
+            Phase::Failed => return Handshake::Failed("connection already failed".into()),
+            _ => return Handshake::Done,
+        }
+        match self.stream.do_handshake() {
+            Ok(()) => {
+                self.phase = Phase::Established;
+                if !self.early.is_empty() {
+                    let early = std::mem::take(&mut self.early);
+                    if let Err(e) = self.write_all_now(&early) {
+                        self.phase = Phase::Failed;
+                        return Handshake::Failed(e.to_string());
+                    }
+                }
+                Handshake::Done
+            }
+            Err(e) => match e.code() {
+                ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Handshake::InProgress,
+                _ => {
+                    self.phase = Phase::Failed;
+                    Handshake::Failed(self.describe_error(&e))
+                }
+            },
+        }
+    }
+
+    fn describe_error(&self, e: &openssl::ssl::Error) -> String {
+        if let Some(stack) = e.ssl_error() {
+            return first_reason(stack);
+        }
+        match e.io_error() {
+            Some(io) => io.to_string(),
+            None if e.code() == ErrorCode::SYSCALL => "peer closed the connection".into(),
+            None if e.code() == ErrorCode::ZERO_RETURN => "peer sent close_notify".into(),
+            None => format!("OpenSSL error code {}", e.code().as_raw()),
+        }
+    }
+
+    fn write_all_now(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.stream.ssl_write(buf).map_err(|e| self.to_io(e))?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    fn to_io(&mut self, e: openssl::ssl::Error) -> io::Error {
+        let reason = self.describe_error(&e);
+        self.phase = Phase::Failed;
+        match e.into_io_error() {
+            Ok(io) => io,
+            Err(_) => io::Error::new(io::ErrorKind::ConnectionAborted, reason),
+        }
+    }
+
+    /// Decrypts into `buf`.
+    pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        match self.phase {
+            Phase::Handshaking => return ReadOutcome::WouldBlock,
+            Phase::Failed => return ReadOutcome::Error(io::ErrorKind::ConnectionAborted.into()),
+            _ => {}
+        }
+        if buf.is_empty() {
+            return ReadOutcome::Data(0);
+        }
+        match self.stream.ssl_read(buf) {
+            Ok(n) => ReadOutcome::Data(n),
+            Err(e) => match e.code() {
+                ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => ReadOutcome::WouldBlock,
+                ErrorCode::ZERO_RETURN => ReadOutcome::Closed,
+                ErrorCode::SYSCALL if e.io_error().is_none() => ReadOutcome::Closed,
+                _ => {
+                    let unexpected_eof = e
+                        .ssl_error()
+                        .map(|s| s.errors().iter().any(|x| x.reason() == Some("unexpected eof while reading")))
+                        .unwrap_or(false);
+                    if unexpected_eof {
+                        // A peer that closes without close_notify: an end of
+                        // stream to the application (as HTTP/1.1 clients do).
+                        self.phase = Phase::Failed;
+                        return ReadOutcome::Closed;
+                    }
+                    ReadOutcome::Error(self.to_io(e))
+                }
+            },
+        }
+    }
+
+    /// Encrypts up to [`WRITE_CHUNK`] bytes of `buf` and returns how many were
+    /// taken. `WouldBlock` when too much ciphertext is still undelivered.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.phase {
+            Phase::Handshaking => {
+                let room = EARLY_PLAINTEXT_LIMIT.saturating_sub(self.early.len());
+                if room == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = room.min(buf.len());
+                self.early.extend_from_slice(&buf[..n]);
+                return Ok(n);
+            }
+            Phase::Failed | Phase::ShutDown => return Err(io::ErrorKind::BrokenPipe.into()),
+            Phase::Established => {}
+        }
+        if self.pending_output() >= OUTPUT_HIGH_WATER && self.flush()? >= OUTPUT_HIGH_WATER {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(WRITE_CHUNK);
+        self.write_all_now(&buf[..n])?;
+        Ok(n)
+    }
+
+    /// Sends buffered ciphertext; returns the bytes still waiting.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        self.stream.get_mut().drain()
+    }
+
+    /// Sends close_notify once (if the session is healthy) and tries to
+    /// deliver it. Returns the bytes still waiting.
+    pub fn shutdown(&mut self) -> usize {
+        if self.phase == Phase::Established {
+            self.phase = Phase::ShutDown;
+            match self.stream.shutdown() {
+                Ok(ShutdownResult::Sent) | Ok(ShutdownResult::Received) => {}
+                Err(_) => self.phase = Phase::Failed,
+            }
+        }
+        self.flush().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::config::TlsConfig;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    /// Drives both handshakes over a socket pair until both are done.
+    fn connect(server: &mut Connection, client: &mut Connection) {
+        for _ in 0..100 {
+            let c = client.handshake();
+            let s = server.handshake();
+            if let Handshake::Failed(r) = &c {
+                panic!("client failed: {r}");
+            }
+            if let Handshake::Failed(r) = &s {
+                panic!("server failed: {r}");
+            }
+            if c == Handshake::Done && s == Handshake::Done {
+                return;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn read_all(conn: &mut Connection, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        for _ in 0..10_000 {
+            match conn.read(&mut buf) {
+                ReadOutcome::Data(n) => got.extend_from_slice(&buf[..n]),
+                ReadOutcome::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(1)),
+                other => panic!("unexpected {other:?}"),
+            }
+            if got.len() >= want {
+                break;
+            }
+        }
+        got
+    }
+
+    fn configs() -> TlsConfig<u8> {
+        let mut cfg = TlsConfig::new(Some("one.test"), None, None).unwrap();
+        cfg.add_cert(Some("two.test"), None, None).unwrap();
+        cfg.add_protocol("proto-a", 1).unwrap();
+        cfg.add_protocol("proto-b", 2).unwrap();
+        cfg
+    }
+
+    #[test]
+    fn handshake_alpn_sni_and_data_round_trip() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some("two.test")).unwrap();
+        connect(&mut server, &mut client);
+        assert_eq!(server.selected_alpn(), Some(&b"proto-a"[..]), "server preference");
+        assert_eq!(server.server_name(), Some("two.test"));
+        assert_eq!(server.version(), "TLSv1.3");
+        // The certificate the client saw is the one for two.test.
+        let peer = client.stream.ssl().peer_certificate().unwrap();
+        let cn = peer.subject_name().entries().next().unwrap().data().as_utf8().unwrap().to_string();
+        assert_eq!(cn, "two.test");
+
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 16384];
+        while received.len() < payload.len() {
+            if sent < payload.len() {
+                match client.write(&payload[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            client.flush().unwrap();
+            if let ReadOutcome::Data(n) = server.read(&mut buf) {
+                received.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(received, payload);
+    }
+
+    #[test]
+    fn unknown_sni_gets_the_default_certificate() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some("other.test")).unwrap();
+        connect(&mut server, &mut client);
+        let peer = client.stream.ssl().peer_certificate().unwrap();
+        let cn = peer.subject_name().entries().next().unwrap().data().as_utf8().unwrap().to_string();
+        assert_eq!(cn, "one.test");
+    }
+
+    #[test]
+    fn early_writes_are_sent_after_the_handshake() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        assert_eq!(server.write(b"hello before handshake").unwrap(), 22);
+        connect(&mut server, &mut client);
+        assert_eq!(read_all(&mut client, 22), b"hello before handshake");
+    }
+
+    #[test]
+    fn close_notify_reads_as_closed() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        connect(&mut server, &mut client);
+        assert_eq!(client.shutdown(), 0);
+        assert_eq!(client.phase(), Phase::ShutDown);
+        let mut buf = [0u8; 64];
+        let mut outcome = server.read(&mut buf);
+        for _ in 0..100 {
+            if !matches!(outcome, ReadOutcome::WouldBlock) {
+                break;
+            }
+            outcome = server.read(&mut buf);
+        }
+        assert!(matches!(outcome, ReadOutcome::Closed), "{outcome:?}");
+        assert!(client.write(b"x").is_err(), "no writes after close_notify");
+    }
+
+    #[test]
+    fn garbage_fails_the_handshake_with_a_reason() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        (&c).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        match server.handshake() {
+            Handshake::Failed(reason) => assert!(reason.contains("http request"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(server.phase(), Phase::Failed);
+        assert!(server.write(b"x").is_err());
+    }
+
+    #[test]
+    fn output_is_bounded_when_the_peer_does_not_read() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        connect(&mut server, &mut client);
+        let chunk = vec![7u8; 1 << 20];
+        let mut blocked = false;
+        for _ in 0..64 {
+            match server.write(&chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(blocked, "a peer that never reads must push back");
+        assert!(server.pending_output() < OUTPUT_HIGH_WATER + WRITE_CHUNK + 1024);
+    }
+}

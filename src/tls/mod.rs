@@ -1,0 +1,16 @@
+//! The engine room: TLS over OpenSSL with no knowledge of facil.io.
+//!
+//! Settings and contexts ([`config`]), key/certificate loading ([`pem`]),
+//! self-signed certificates ([`selfsigned`]) and a per-connection state
+//! machine over any non-blocking fd ([`conn`]), testable with plain sockets.
+
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod pem;
+pub mod selfsigned;
+mod sys;
+
+pub use config::{Built, CertEntry, Protocol, TlsConfig};
+pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
+pub use error::ConfigError;

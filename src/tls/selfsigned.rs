@@ -1,0 +1,90 @@
+//! In-process self-signed certificates for `fio_tls_new(name, NULL, NULL)`.
+//!
+//! ECDSA P-256 key, X.509 v3, valid from now for 365 days, subjectAltName =
+//! the name (a DNS name, or an IP address when the name parses as one),
+//! basicConstraints CA:FALSE, keyUsage digitalSignature, extendedKeyUsage
+//! serverAuth, random 128-bit serial, SHA-256 signature. Generating one takes
+//! well under a millisecond.
+
+use super::error::ConfigError;
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::{X509NameBuilder, X509};
+
+/// Days a generated certificate stays valid.
+pub const VALID_DAYS: u32 = 365;
+
+/// Generates a key and a self-signed certificate for `name`.
+pub fn generate(name: &str) -> Result<(PKey<Private>, X509), ConfigError> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+
+    let mut subject = X509NameBuilder::new()?;
+    // CN is limited to 64 characters; the SAN carries the full name.
+    let cn: String = name.chars().take(64).collect();
+    subject.append_entry_by_nid(Nid::COMMONNAME, &cn)?;
+    let subject = subject.build();
+
+    let mut serial = BigNum::new()?;
+    serial.rand(128, MsbOption::MAYBE_ZERO, false)?;
+
+    let mut b = X509::builder()?;
+    b.set_version(2)?; // v3
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&subject)?;
+    b.set_issuer_name(&subject)?;
+    b.set_pubkey(&key)?;
+    let not_before = Asn1Time::days_from_now(0)?;
+    let not_after = Asn1Time::days_from_now(VALID_DAYS)?;
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    b.append_extension(BasicConstraints::new().critical().build()?)?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let mut san = SubjectAlternativeName::new();
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        san.ip(name);
+    } else {
+        san.dns(name);
+    }
+    let san = san.build(&b.x509v3_context(None, None))?;
+    b.append_extension(san)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((key, b.build()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_matches_the_name_and_key() {
+        let (key, cert) = generate("www.example.test").unwrap();
+        assert!(cert.public_key().unwrap().public_eq(&key));
+        assert!(cert.verify(&key).unwrap(), "self-signature must verify");
+        let sans: Vec<String> = cert
+            .subject_alt_names()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.dnsname().map(str::to_string))
+            .collect();
+        assert_eq!(sans, vec!["www.example.test".to_string()]);
+        assert_eq!(cert.version(), 2);
+        let now = Asn1Time::days_from_now(0).unwrap();
+        assert!(cert.not_before() <= now);
+        assert!(cert.not_after() > now);
+    }
+
+    #[test]
+    fn ip_names_become_ip_sans() {
+        let (_, cert) = generate("127.0.0.1").unwrap();
+        let ip = cert.subject_alt_names().unwrap().iter().find_map(|n| n.ipaddress().map(<[u8]>::to_vec));
+        assert_eq!(ip, Some(vec![127, 0, 0, 1]));
+    }
+}
