@@ -25,6 +25,7 @@ use crate::tls::{Built, Connection, Handshake, Phase, ReadOutcome, Role};
 use libc::{c_void, size_t, ssize_t};
 use once_cell::sync::Lazy;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -312,10 +313,11 @@ pub fn boundary<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
     }
 }
 
-unsafe fn conn_of<'a>(udata: *mut c_void) -> &'a Arc<HostConn> {
-    // The hook udata is the pointer produced by Arc::into_raw; view it as an
-    // Arc without touching the count.
-    &*(core::ptr::addr_of!(udata) as *const Arc<HostConn>)
+/// Views the hook udata (made by `Arc::into_raw`) as an `Arc` without
+/// taking or releasing a reference: the host's reference is released only
+/// by `hook_cleanup`.
+unsafe fn conn_of(udata: *mut c_void) -> ManuallyDrop<Arc<HostConn>> {
+    ManuallyDrop::new(Arc::from_raw(udata as *const HostConn))
 }
 
 unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void, count: size_t) -> ssize_t {
@@ -324,14 +326,14 @@ unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void
         let mut tls = conn.lock();
         if tls.phase() == Phase::Handshaking {
             // An application protocol replaced ours early: drive from here.
-            match advance(conn, &mut tls) {
+            match advance(&conn, &mut tls) {
                 Step::Done => {}
                 Step::InProgress => {
                     set_errno(libc::EAGAIN);
                     return -1;
                 }
                 Step::Failed(reason) => {
-                    log_failure(conn, tls.role(), &reason);
+                    log_failure(&conn, tls.role(), &reason);
                     set_errno(libc::ECONNABORTED);
                     return -1;
                 }
