@@ -86,6 +86,29 @@ void fio_tls_proto_add(fio_tls_s *tls, const char *protocol_name, void (*callbac
                                                                                    void *udata));
 
 /**
+ * Extension (not in facil.io 0.7.0.beta4; same name and shape as
+ * facil.io's later releases): turns on peer verification.
+ *
+ * - On a client (`fio_tls_connect`): the server's certificate chain must
+ *   verify against the CA certificates in `ca_file` (PEM, one or more
+ *   certificates) and, when the object has a `server_name`, match that
+ *   name (OpenSSL's host name / IP check, RFC 6125). A failure fails the
+ *   handshake with a WARNING line naming the reason (for example
+ *   "certificate has expired", "unable to get local issuer certificate",
+ *   "hostname mismatch").
+ * - On a server (`fio_tls_accept`): mutual TLS. The client must present a
+ *   certificate signed by one of these CAs, or the handshake fails; the
+ *   CA names are sent in the CertificateRequest.
+ *
+ * `ca_file` NULL uses OpenSSL's default trust store (the system CAs; on a
+ * server no CA names are sent). May be called again to replace the trust
+ * source. On error (NULL or destroyed `tls`, unreadable or invalid file)
+ * one error line is logged and nothing changes. Connections already
+ * started are not affected. Thread-safe.
+ */
+void fio_tls_trust(fio_tls_s *tls, const char *ca_file);
+
+/**
  * Starts the server side of TLS on an accepted connection `uuid` (as from
  * `fio_accept`, or a `fio_listen` `on_open`).
  *
@@ -109,7 +132,8 @@ void fio_tls_accept(intptr_t uuid, fio_tls_s *tls, void *udata);
  *
  * Sends SNI = the object's `server_name` when it is a host name (not an IP
  * literal) and offers the ALPN protocols in the order added. The peer's
- * certificate is not verified (facil.io's anonymous mode). A certificate
+ * certificate is not verified (facil.io's anonymous mode) unless
+ * `fio_tls_trust` was called on `tls`. A certificate
  * loaded from files with `fio_tls_new` is presented when the server asks
  * for one. After the handshake the protocol the server picked (or the
  * first added) gets `(uuid, udata)`. A failed handshake closes the

@@ -117,15 +117,11 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     if sys::is_closed(uuid) {
         return Err(format!("uuid {uuid:#x} is not an open connection"));
     }
-    let (ctx, sni) = match role {
+    let (ctx, peer_name) = match role {
         Role::Server => (&snapshot.server, None),
-        // SNI carries host names only, never IP literals (RFC 6066 §3).
-        Role::Client => (
-            &snapshot.client,
-            snapshot.server_name.as_deref().filter(|n| n.parse::<std::net::IpAddr>().is_err()),
-        ),
+        Role::Client => (&snapshot.client, snapshot.server_name.as_deref()),
     };
-    let tls = Connection::new(ctx, role, sys::uuid2fd(uuid), sni)?;
+    let tls = Connection::new(ctx, role, sys::uuid2fd(uuid), peer_name)?;
     let conn = Arc::new(HostConn {
         uuid,
         udata: Udata(udata),

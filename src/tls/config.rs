@@ -16,8 +16,10 @@ use super::{pem, selfsigned};
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
     AlpnError, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
-    SslRef, SslVersion,
+    SslRef, SslVerifyMode, SslVersion,
 };
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use std::sync::Arc;
 
@@ -120,6 +122,56 @@ pub struct TlsConfig<H> {
     pub certs: Vec<CertEntry>,
     /// In the order added = the server's order of preference.
     pub protocols: Vec<Protocol<H>>,
+    /// Peer verification, off by default (facil.io's anonymous mode).
+    pub trust: Option<Trust>,
+}
+
+/// Where trusted CA certificates come from.
+#[derive(Clone)]
+pub enum Trust {
+    /// The CA certificates of one PEM file.
+    Cas(Vec<X509>),
+    /// OpenSSL's default verify paths (the system trust store).
+    System,
+}
+
+impl Trust {
+    /// Loads `ca_file` (PEM, one or more certificates), or the system store
+    /// when `None`.
+    pub fn load(ca_file: Option<&str>) -> Result<Self, ConfigError> {
+        match ca_file {
+            None => Ok(Trust::System),
+            Some(path) => pem::load_certificates("CA file", path).map(Trust::Cas),
+        }
+    }
+
+    fn apply(&self, b: &mut SslContextBuilder, server: bool) -> Result<(), ConfigError> {
+        match self {
+            Trust::System => b.set_default_verify_paths()?,
+            Trust::Cas(cas) => {
+                let mut store = X509StoreBuilder::new()?;
+                for ca in cas {
+                    store.add_cert(ca.clone())?;
+                }
+                b.set_verify_cert_store(store.build())?;
+                if server {
+                    // Name the acceptable CAs in the CertificateRequest.
+                    let mut names = Stack::new()?;
+                    for ca in cas {
+                        names.push(ca.subject_name().to_owned()?)?;
+                    }
+                    b.set_client_ca_list(names);
+                }
+            }
+        }
+        let mode = if server {
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+        } else {
+            SslVerifyMode::PEER
+        };
+        b.set_verify(mode);
+        Ok(())
+    }
 }
 
 impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
@@ -127,7 +179,12 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// for `server_name` (or "localhost") when both files are `None`.
     pub fn new(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
         let first = CertEntry::load(server_name, key_file, cert_file)?;
-        Ok(TlsConfig { server_name: server_name.map(str::to_string), certs: vec![first], protocols: Vec::new() })
+        Ok(TlsConfig {
+            server_name: server_name.map(str::to_string),
+            certs: vec![first],
+            protocols: Vec::new(),
+            trust: None,
+        })
     }
 
     /// Adds a certificate chosen when the client's SNI names `server_name`
@@ -157,6 +214,12 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         Ok(())
     }
 
+    /// Turns on peer verification against `ca_file` (or the system store).
+    pub fn set_trust(&mut self, ca_file: Option<&str>) -> Result<(), ConfigError> {
+        self.trust = Some(Trust::load(ca_file)?);
+        Ok(())
+    }
+
     /// Builds the OpenSSL contexts for these settings.
     pub fn build(&self) -> Result<Built<H>, ConfigError> {
         let alpn_names: Arc<Vec<Vec<u8>>> = Arc::new(self.protocols.iter().map(|p| p.name.as_bytes().to_vec()).collect());
@@ -165,13 +228,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         // callback that switches a handshake to another certificate.
         let mut per_cert = Vec::with_capacity(self.certs.len());
         for entry in &self.certs {
-            let mut b = server_builder(entry)?;
+            let mut b = server_builder(entry, self.trust.as_ref())?;
             set_alpn_select(&mut b, &alpn_names);
             per_cert.push(b.build());
         }
         let entries: Arc<Vec<(Vec<String>, SslContext)>> =
             Arc::new(self.certs.iter().zip(per_cert).map(|(e, c)| (e.names.clone(), c)).collect());
-        let mut b = server_builder(&self.certs[0])?;
+        let mut b = server_builder(&self.certs[0], self.trust.as_ref())?;
         set_alpn_select(&mut b, &alpn_names);
         let sni_entries = entries.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
@@ -194,6 +257,7 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             client,
             protocols: self.protocols.clone(),
             server_name: self.server_name.clone(),
+            verify_peer: self.trust.is_some(),
         })
     }
 }
@@ -210,7 +274,7 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn server_builder(entry: &CertEntry) -> Result<SslContextBuilder, ConfigError> {
+fn server_builder(entry: &CertEntry, trust: Option<&Trust>) -> Result<SslContextBuilder, ConfigError> {
     let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
     common_settings(&mut b)?;
     b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
@@ -221,6 +285,9 @@ fn server_builder(entry: &CertEntry) -> Result<SslContextBuilder, ConfigError> {
         b.add_extra_chain_cert(intermediate.clone())?;
     }
     b.check_private_key()?;
+    if let Some(trust) = trust {
+        trust.apply(&mut b, true)?;
+    }
     Ok(b)
 }
 
@@ -256,8 +323,11 @@ fn client_builder<H>(cfg: &TlsConfig<H>) -> Result<SslContextBuilder, ConfigErro
     let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
     common_settings(&mut b)?;
     // Anonymous by default, as the seed API documents; peer verification is
-    // an explicit opt-in.
-    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    // an explicit opt-in (`fio_tls_trust`).
+    match &cfg.trust {
+        Some(trust) => trust.apply(&mut b, false)?,
+        None => b.set_verify(SslVerifyMode::NONE),
+    }
     if !cfg.protocols.is_empty() {
         let mut wire = Vec::new();
         for p in &cfg.protocols {
@@ -286,6 +356,8 @@ pub struct Built<H> {
     pub client: SslContext,
     pub protocols: Vec<Protocol<H>>,
     pub server_name: Option<String>,
+    /// Peer verification is on (client: chain and host name).
+    pub verify_peer: bool,
 }
 
 impl<H> Built<H> {

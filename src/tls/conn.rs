@@ -11,7 +11,8 @@
 
 use super::error::first_reason;
 use super::sys;
-use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslContext, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslContext, SslStream, SslVerifyMode};
+use openssl::x509::X509VerifyResult;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 
@@ -170,15 +171,26 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts a session on `fd`. For a client, `sni` (when given) is sent as
-    /// the server name.
-    pub fn new(ctx: &SslContext, role: Role, fd: RawFd, sni: Option<&str>) -> Result<Self, String> {
+    /// Starts a session on `fd`.
+    ///
+    /// For a client, `peer_name` is the server's expected name: a host name
+    /// is sent as SNI (an IP literal is not, RFC 6066 section 3), and when
+    /// the context verifies peers, OpenSSL checks the certificate against
+    /// it (host name or IP address).
+    pub fn new(ctx: &SslContext, role: Role, fd: RawFd, peer_name: Option<&str>) -> Result<Self, String> {
         let mut ssl = Ssl::new(ctx).map_err(|e| first_reason(&e))?;
         match role {
             Role::Server => ssl.set_accept_state(),
             Role::Client => {
-                if let Some(name) = sni {
-                    ssl.set_hostname(name).map_err(|e| first_reason(&e))?;
+                if let Some(name) = peer_name {
+                    let verify = ctx.verify_mode().contains(SslVerifyMode::PEER);
+                    let set = match name.parse::<std::net::IpAddr>() {
+                        Ok(ip) if verify => ssl.param_mut().set_ip(ip),
+                        Ok(_) => Ok(()),
+                        Err(_) if verify => ssl.set_hostname(name).and_then(|()| ssl.param_mut().set_host(name)),
+                        Err(_) => ssl.set_hostname(name),
+                    };
+                    set.map_err(|e| first_reason(&e))?;
                 }
                 ssl.set_connect_state();
             }
@@ -250,6 +262,10 @@ impl Connection {
     }
 
     fn describe_error(&self, e: &openssl::ssl::Error) -> String {
+        let verify = self.stream.ssl().verify_result();
+        if verify != X509VerifyResult::OK {
+            return format!("certificate verify failed: {}", verify.error_string());
+        }
         if let Some(stack) = e.ssl_error() {
             return first_reason(stack);
         }
@@ -357,7 +373,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::config::TlsConfig;
+    use crate::tls::config::{Built, TlsConfig};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
@@ -402,6 +418,12 @@ mod tests {
         got
     }
 
+    fn peer_common_name(conn: &Connection) -> String {
+        let peer = conn.stream.ssl().peer_certificate().unwrap();
+        let entry = peer.subject_name().entries().next().unwrap();
+        String::from_utf8(entry.data().as_slice().to_vec()).unwrap()
+    }
+
     fn configs() -> TlsConfig<u8> {
         let mut cfg = TlsConfig::new(Some("one.test"), None, None).unwrap();
         cfg.add_cert(Some("two.test"), None, None).unwrap();
@@ -421,8 +443,7 @@ mod tests {
         assert_eq!(server.server_name(), Some("two.test"));
         assert_eq!(server.version(), "TLSv1.3");
         // The certificate the client saw is the one for two.test.
-        let peer = client.stream.ssl().peer_certificate().unwrap();
-        let cn = peer.subject_name().entries().next().unwrap().data().as_utf8().unwrap().to_string();
+        let cn = peer_common_name(&client);
         assert_eq!(cn, "two.test");
 
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -452,8 +473,7 @@ mod tests {
         let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
         let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some("other.test")).unwrap();
         connect(&mut server, &mut client);
-        let peer = client.stream.ssl().peer_certificate().unwrap();
-        let cn = peer.subject_name().entries().next().unwrap().data().as_utf8().unwrap().to_string();
+        let cn = peer_common_name(&client);
         assert_eq!(cn, "one.test");
     }
 
@@ -487,6 +507,49 @@ mod tests {
         }
         assert!(matches!(outcome, ReadOutcome::Closed), "{outcome:?}");
         assert!(client.write(b"x").is_err(), "no writes after close_notify");
+    }
+
+    /// Client settings that trust `ca` (a self-signed certificate acting as
+    /// its own root).
+    fn verifying_client(ca: &openssl::x509::X509) -> Built<u8> {
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(None, None, None).unwrap();
+        cfg.trust = Some(crate::tls::config::Trust::Cas(vec![ca.clone()]));
+        cfg.build().unwrap()
+    }
+
+    fn client_result(server_cfg: &TlsConfig<u8>, client: &Built<u8>, name: &str) -> Handshake {
+        let built = server_cfg.build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&client.client, Role::Client, c.as_raw_fd(), Some(name)).unwrap();
+        for _ in 0..100 {
+            let r = client.handshake();
+            let _ = server.handshake();
+            if r != Handshake::InProgress {
+                return r;
+            }
+        }
+        Handshake::InProgress
+    }
+
+    #[test]
+    fn verification_checks_chain_and_host_name() {
+        let cfg = configs();
+        let trusted = cfg.certs[0].chain[0].clone();
+        let client = verifying_client(&trusted);
+        assert_eq!(client_result(&cfg, &client, "one.test"), Handshake::Done);
+        match client_result(&cfg, &client, "wrong.test") {
+            Handshake::Failed(r) => assert!(r.contains("hostname mismatch"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        let (_, stranger) = crate::tls::selfsigned::generate("one.test").unwrap();
+        match client_result(&cfg, &verifying_client(&stranger), "one.test") {
+            Handshake::Failed(r) => assert!(r.starts_with("certificate verify failed: "), "{r}"),
+            other => panic!("{other:?}"),
+        }
+        // Anonymous mode connects to the same server under any name.
+        let anonymous: Built<u8> = TlsConfig::new(None, None, None).unwrap().build().unwrap();
+        assert_eq!(client_result(&cfg, &anonymous, "wrong.test"), Handshake::Done);
     }
 
     #[test]

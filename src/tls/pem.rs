@@ -86,14 +86,19 @@ pub fn load_private_key(path: &str) -> Result<PKey<Private>, ConfigError> {
 /// Loads a certificate chain: the leaf first, then any intermediates, in the
 /// order the file holds them (PEM; a single DER certificate is accepted too).
 pub fn load_chain(path: &str) -> Result<Vec<X509>, ConfigError> {
-    const WHAT: &str = "certificate file";
-    let bytes = read_limited(WHAT, path)?;
+    load_certificates("certificate file", path)
+}
+
+/// Loads every certificate of a PEM file (or one DER certificate); `what`
+/// names the file's role in error messages.
+pub fn load_certificates(what: &'static str, path: &str) -> Result<Vec<X509>, ConfigError> {
+    let bytes = read_limited(what, path)?;
     let chain = if has_pem_armour(&bytes) {
         X509::stack_from_pem(&bytes).ok().filter(|c| !c.is_empty())
     } else {
         X509::from_der(&bytes).ok().map(|c| vec![c])
     };
-    chain.ok_or_else(|| ConfigError::file(WHAT, path, "no valid PEM (or DER) certificate in the file".into()))
+    chain.ok_or_else(|| ConfigError::file(what, path, "no valid PEM (or DER) certificate in the file".into()))
 }
 
 #[cfg(test)]
