@@ -1,0 +1,423 @@
+/*
+ * fio_server.c -- a facil.io 0.7.0.beta4 program that exercises libfio_tls.
+ *
+ * The integration driver (facil_suite.py) starts this program in one of the
+ * modes below and talks to it with real TLS peers (curl, openssl s_client,
+ * gnutls-cli). Every listener binds 127.0.0.1 only.
+ *
+ *   fio_server [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] MODE PORT ARGS...
+ *
+ *   selfsigned PORT [NAME]
+ *       http_listen with fio_tls_new(NAME, NULL, NULL); NAME "-" or no NAME
+ *       passes NULL (the library then certifies "localhost").
+ *   certs PORT NAME KEY CERT [NAME KEY CERT]...
+ *       http_listen with fio_tls_new(first triple), then one
+ *       fio_tls_cert_add per further triple (SNI).
+ *   alpn PORT [once]
+ *       raw fio_listen whose on_open calls fio_tls_accept. Protocols
+ *       "echo-a" (added twice: the second callback must win) and "echo-b"
+ *       echo every chunk back prefixed with "a:" / "b:". With "once", the
+ *       TLS object is destroyed right after the first fio_tls_accept and
+ *       later connections are closed unanswered.
+ *   badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY DIRECTORY MISSING
+ *       calls the API with bad arguments, printing "CASE <name> -" before
+ *       and "RESULT <name> <what>" after each call, then serves HTTPS with
+ *       fio_tls_new("localhost", KEY, CERT).
+ *
+ * HTTP modes answer: GET /big with 1,000,000 bytes ("%09u\n" lines
+ * 0..99999), a POST with "received N bytes fnv1a=XXXXXXXX\n", anything else
+ * with HELLO_BODY. -p serves static files from PUBLIC_DIR first.
+ *
+ * Lines on stdout, for the driver: "READY <port>" once listening,
+ * "CALLBACK <protocol> <prefix>" each time an ALPN callback runs,
+ * "DESTROYED tls after-first-accept" (alpn once), "STOPPED" after fio_start
+ * returned and the TLS objects were destroyed. stdout is unbuffered so that
+ * these interleave correctly with the library's log lines on stderr.
+ */
+#include <fio.h>
+#include <fiobj.h>
+#include <http.h>
+
+#include "fio_tls.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HELLO_BODY "Hello from facil.io over fio_tls\n"
+#define BIG_LINES 100000
+
+static const char *listen_port;
+static const char *public_dir;
+static fio_tls_s *http_tls; /* destroyed after fio_start returns */
+
+/* ---------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
+
+/* Prints "WORD NAME DETAIL"; stdout is unbuffered (see main). */
+static void mark(const char *word, const char *name, const char *detail) {
+  printf("%s %s %s\n", word, name, detail);
+}
+
+static void print_ready(void *ignored) {
+  (void)ignored;
+  printf("READY %s\n", listen_port);
+}
+
+static uint32_t fnv1a(const char *data, size_t len) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; ++i) {
+    h ^= (uint8_t)data[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+static int fiobj_equals(FIOBJ o, const char *text) {
+  fio_str_info_s s = fiobj_obj2cstr(o);
+  return s.len == strlen(text) && memcmp(s.data, text, s.len) == 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * HTTP application (modes selfsigned, certs, badinput)
+ * ------------------------------------------------------------------------ */
+
+static void send_big(http_s *h) {
+  const size_t line = 10;
+  char *buf = malloc(BIG_LINES * line + 1);
+  if (!buf) {
+    http_send_error(h, 500);
+    return;
+  }
+  for (unsigned i = 0; i < BIG_LINES; ++i)
+    snprintf(buf + i * line, line + 1, "%09u\n", i);
+  http_send_body(h, buf, BIG_LINES * line);
+  free(buf);
+}
+
+static void on_http_request(http_s *h) {
+  if (fiobj_equals(h->method, "POST")) {
+    char reply[80];
+    size_t len = 0;
+    uint32_t sum = fnv1a("", 0);
+    if (h->body) {
+      len = (size_t)fiobj_data_len(h->body);
+      fio_str_info_s s = fiobj_data_pread(h->body, 0, len);
+      len = s.len;
+      sum = fnv1a(s.data, s.len);
+    }
+    int n = snprintf(reply, sizeof(reply), "received %zu bytes fnv1a=%08x\n",
+                     len, (unsigned)sum);
+    http_send_body(h, reply, (uintptr_t)n);
+    return;
+  }
+  if (fiobj_equals(h->path, "/big")) {
+    send_big(h);
+    return;
+  }
+  http_set_header(h, HTTP_HEADER_CONTENT_TYPE,
+                  http_mimetype_find("txt", 3));
+  http_send_body(h, HELLO_BODY, sizeof(HELLO_BODY) - 1);
+}
+
+static int start_https(fio_tls_s *tls) {
+  intptr_t uuid = http_listen(listen_port, "127.0.0.1",
+                              .on_request = on_http_request, .tls = tls,
+                              .public_folder = public_dir,
+                              .public_folder_length =
+                                  public_dir ? strlen(public_dir) : 0);
+  if (uuid == -1) {
+    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n",
+            listen_port, strerror(errno));
+    return -1;
+  }
+  http_tls = tls;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * ALPN echo application (mode alpn)
+ * ------------------------------------------------------------------------ */
+
+typedef struct {
+  fio_protocol_s pr;
+  const char *prefix;
+} echo_protocol_s;
+
+static fio_tls_s *alpn_tls;
+static int alpn_once;
+
+static void echo_on_data(intptr_t uuid, fio_protocol_s *pr) {
+  echo_protocol_s *echo = (echo_protocol_s *)pr;
+  char buf[4096 + 8];
+  size_t plen = strlen(echo->prefix);
+  ssize_t n;
+  memcpy(buf, echo->prefix, plen);
+  while ((n = fio_read(uuid, buf + plen, sizeof(buf) - plen)) > 0)
+    fio_write(uuid, buf, plen + (size_t)n);
+}
+
+static void echo_on_close(intptr_t uuid, fio_protocol_s *pr) {
+  (void)uuid;
+  free(pr);
+}
+
+static void attach_echo(intptr_t uuid, const char *name, const char *prefix) {
+  echo_protocol_s *echo = malloc(sizeof(*echo));
+  if (!echo) {
+    fio_close(uuid);
+    return;
+  }
+  *echo = (echo_protocol_s){
+      .pr = {.on_data = echo_on_data, .on_close = echo_on_close},
+      .prefix = prefix,
+  };
+  /* the driver counts these lines: one per completed handshake */
+  mark("CALLBACK", name, prefix);
+  fio_attach(uuid, &echo->pr);
+}
+
+static void on_alpn_a_stale(intptr_t uuid, void *udata) {
+  (void)udata;
+  attach_echo(uuid, "echo-a", "stale:");
+}
+
+static void on_alpn_a(intptr_t uuid, void *udata) {
+  if (udata != (void *)&alpn_tls) /* udata must be what on_open passed */
+    mark("CALLBACK", "echo-a", "wrong-udata");
+  attach_echo(uuid, "echo-a", "a:");
+}
+
+static void on_alpn_b(intptr_t uuid, void *udata) {
+  if (udata != (void *)&alpn_tls)
+    mark("CALLBACK", "echo-b", "wrong-udata");
+  attach_echo(uuid, "echo-b", "b:");
+}
+
+static void on_raw_open(intptr_t uuid, void *udata) {
+  (void)udata;
+  if (!alpn_tls) {
+    fio_close(uuid);
+    return;
+  }
+  fio_tls_accept(uuid, alpn_tls, (void *)&alpn_tls);
+  if (alpn_once) {
+    /* the connection just accepted must survive its object's destruction */
+    fio_tls_destroy(alpn_tls);
+    alpn_tls = NULL;
+    mark("DESTROYED", "tls", "after-first-accept");
+  }
+}
+
+static int start_alpn(void) {
+  alpn_tls = fio_tls_new("localhost", NULL, NULL);
+  if (!alpn_tls)
+    return -1;
+  fio_tls_proto_add(alpn_tls, "echo-a", on_alpn_a_stale);
+  fio_tls_proto_add(alpn_tls, "echo-a", on_alpn_a);
+  fio_tls_proto_add(alpn_tls, "echo-b", on_alpn_b);
+  if (fio_listen(.port = listen_port, .address = "127.0.0.1",
+                 .on_open = on_raw_open) == -1) {
+    fprintf(stderr, "fio_server: fio_listen on port %s failed: %s\n",
+            listen_port, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Bad input (mode badinput)
+ * ------------------------------------------------------------------------ */
+
+static void ignore_protocol(intptr_t uuid, void *udata) {
+  (void)udata;
+  fio_close(uuid);
+}
+
+/* one end of a fresh socket pair, as a facil.io uuid (-1 on failure) */
+static intptr_t connected_uuid(void) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair))
+    return -1;
+  close(pair[1]); /* the peer is gone; the uuid itself stays valid */
+  fio_set_non_block(pair[0]);
+  return fio_fd2uuid(pair[0]);
+}
+
+static void result_tls(const char *name, fio_tls_s *tls) {
+  mark("RESULT", name, tls ? "object" : "NULL");
+  if (tls)
+    fio_tls_destroy(tls);
+}
+
+static int start_badinput(char **a) {
+  const char *key = a[0], *cert = a[1], *garbage = a[2], *other_key = a[3],
+             *encrypted_key = a[4], *directory = a[5], *missing = a[6];
+  fio_tls_s *t;
+
+  mark("CASE", "new-missing-key", "-");
+  t = fio_tls_new("localhost", missing, cert);
+  result_tls("new-missing-key", t);
+
+  mark("CASE", "new-missing-cert", "-");
+  t = fio_tls_new("localhost", key, missing);
+  result_tls("new-missing-cert", t);
+
+  mark("CASE", "new-directory-cert", "-");
+  t = fio_tls_new("localhost", key, directory);
+  result_tls("new-directory-cert", t);
+
+  mark("CASE", "new-garbage-key", "-");
+  t = fio_tls_new("localhost", garbage, cert);
+  result_tls("new-garbage-key", t);
+
+  mark("CASE", "new-garbage-cert", "-");
+  t = fio_tls_new("localhost", key, garbage);
+  result_tls("new-garbage-cert", t);
+
+  mark("CASE", "new-mismatched-key", "-");
+  t = fio_tls_new("localhost", other_key, cert);
+  result_tls("new-mismatched-key", t);
+
+  mark("CASE", "new-encrypted-key", "-");
+  t = fio_tls_new("localhost", encrypted_key, cert);
+  result_tls("new-encrypted-key", t);
+
+  mark("CASE", "new-key-without-cert", "-");
+  t = fio_tls_new("localhost", key, NULL);
+  result_tls("new-key-without-cert", t);
+
+  mark("CASE", "new-null-name-selfsigned", "-");
+  t = fio_tls_new(NULL, NULL, NULL);
+  result_tls("new-null-name-selfsigned", t);
+
+  /* the object that will serve: nothing below may change what it serves */
+  fio_tls_s *good = fio_tls_new("localhost", key, cert);
+  if (!good) {
+    mark("RESULT", "good-object", "NULL");
+    return -1;
+  }
+
+  mark("CASE", "cert-add-missing", "-");
+  fio_tls_cert_add(good, "bad.test", missing, cert);
+  mark("RESULT", "cert-add-missing", "returned");
+
+  mark("CASE", "cert-add-garbage", "-");
+  fio_tls_cert_add(good, "bad.test", key, garbage);
+  mark("RESULT", "cert-add-garbage", "returned");
+
+  mark("CASE", "cert-add-mismatched-key", "-");
+  fio_tls_cert_add(good, "bad.test", other_key, cert);
+  mark("RESULT", "cert-add-mismatched-key", "returned");
+
+  mark("CASE", "cert-add-null-tls", "-");
+  fio_tls_cert_add(NULL, "bad.test", key, cert);
+  mark("RESULT", "cert-add-null-tls", "returned");
+
+  mark("CASE", "proto-add-null-tls", "-");
+  fio_tls_proto_add(NULL, "bad-proto", ignore_protocol);
+  mark("RESULT", "proto-add-null-tls", "returned");
+
+  mark("CASE", "proto-add-null-name", "-");
+  fio_tls_proto_add(good, NULL, ignore_protocol);
+  mark("RESULT", "proto-add-null-name", "returned");
+
+  /* real, connected uuids, so that only the tls argument is wrong */
+  intptr_t uuid = connected_uuid();
+  mark("CASE", "accept-null-tls", "-");
+  fio_tls_accept(uuid, NULL, NULL);
+  mark("RESULT", "accept-null-tls", "returned");
+  fio_force_close(uuid);
+
+  uuid = connected_uuid();
+  mark("CASE", "connect-null-tls", "-");
+  fio_tls_connect(uuid, NULL, NULL);
+  mark("RESULT", "connect-null-tls", "returned");
+  fio_force_close(uuid);
+
+  mark("CASE", "destroy-null", "-");
+  fio_tls_destroy(NULL);
+  mark("RESULT", "destroy-null", "returned");
+
+  return start_https(good);
+}
+
+/* ---------------------------------------------------------------------------
+ * main
+ * ------------------------------------------------------------------------ */
+
+static int usage(const char *prog) {
+  fprintf(stderr,
+          "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] MODE PORT "
+          "ARGS...\n"
+          "modes: selfsigned PORT [NAME|-]\n"
+          "       certs PORT NAME KEY CERT [NAME KEY CERT]...\n"
+          "       alpn PORT [once]\n"
+          "       badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY "
+          "DIRECTORY MISSING\n",
+          prog);
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  int threads = 1;
+  int i = 1;
+  setvbuf(stdout, NULL, _IONBF, 0);
+
+  for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+    if (!strcmp(argv[i], "-t"))
+      threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-l"))
+      FIO_LOG_LEVEL = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-p"))
+      public_dir = argv[i + 1];
+    else
+      return usage(argv[0]);
+  }
+  if (argc - i < 2 || threads < 1)
+    return usage(argv[0]);
+
+  const char *mode = argv[i];
+  listen_port = argv[i + 1];
+  char **rest = argv + i + 2;
+  int nrest = argc - i - 2;
+  int rc;
+
+  if (!strcmp(mode, "selfsigned") && nrest <= 1) {
+    const char *name = NULL;
+    if (nrest == 1 && strcmp(rest[0], "-"))
+      name = rest[0];
+    fio_tls_s *tls = fio_tls_new(name, NULL, NULL);
+    rc = tls ? start_https(tls) : -1;
+  } else if (!strcmp(mode, "certs") && nrest >= 3 && nrest % 3 == 0) {
+    fio_tls_s *tls = fio_tls_new(rest[0], rest[1], rest[2]);
+    for (int k = 3; tls && k < nrest; k += 3)
+      fio_tls_cert_add(tls, rest[k], rest[k + 1], rest[k + 2]);
+    rc = tls ? start_https(tls) : -1;
+  } else if (!strcmp(mode, "alpn") && nrest <= 1) {
+    alpn_once = (nrest == 1 && !strcmp(rest[0], "once"));
+    rc = start_alpn();
+  } else if (!strcmp(mode, "badinput") && nrest == 7) {
+    rc = start_badinput(rest);
+  } else {
+    return usage(argv[0]);
+  }
+  if (rc) {
+    fprintf(stderr, "fio_server: mode %s could not start\n", mode);
+    return 1;
+  }
+
+  fio_state_callback_add(FIO_CALL_ON_START, print_ready, NULL);
+  fio_start(.threads = (int16_t)threads, .workers = 1);
+  if (http_tls)
+    fio_tls_destroy(http_tls);
+  if (alpn_tls)
+    fio_tls_destroy(alpn_tls);
+  printf("STOPPED\n");
+  return 0;
+}
