@@ -24,6 +24,7 @@ use crate::log::{log_debug, log_info, log_warning};
 use crate::tls::{Built, Connection, Handshake, Phase, ReadOutcome, Role};
 use libc::{c_void, size_t, ssize_t};
 use once_cell::sync::Lazy;
+use std::collections::HashSet;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -91,6 +92,34 @@ impl HostConn {
     }
 }
 
+/// Addresses of connections whose rw hooks are installed, sharded to keep
+/// threads apart.
+///
+/// facil.io 0.7.0.beta4 calls the read hook *without* its socket lock, so
+/// another thread may close the uuid and run `cleanup` while a read is
+/// still in progress. The read hook therefore takes its own reference from
+/// here (and gives up if the connection is already gone), and `cleanup`
+/// removes the connection before releasing the host's reference. The other
+/// hooks run under the socket lock, which `cleanup` cannot overtake.
+static LIVE: Lazy<Vec<Mutex<HashSet<usize>>>> = Lazy::new(|| (0..16).map(|_| Mutex::new(HashSet::new())).collect());
+
+fn live_shard(addr: usize) -> MutexGuard<'static, HashSet<usize>> {
+    // Allocations are 16-byte aligned: skip the always-zero bits.
+    LIVE[(addr >> 4) % LIVE.len()].lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A counted reference to the connection at `udata`, if it is still live.
+unsafe fn live_conn(udata: *mut c_void, uuid: isize) -> Option<Arc<HostConn>> {
+    let shard = live_shard(udata as usize);
+    if !shard.contains(&(udata as usize)) {
+        return None;
+    }
+    let conn = ManuallyDrop::new(Arc::from_raw(udata as *const HostConn));
+    // The address may have been reused by another connection's state: the
+    // uuid (which carries facil.io's reuse counter) tells them apart.
+    (conn.uuid == uuid).then(|| Arc::clone(&conn))
+}
+
 /// Our handshake-time protocol; `proto` must stay the first field.
 #[repr(C)]
 struct HandshakeProtocol {
@@ -132,12 +161,14 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         started: Instant::now(),
     });
     let hook_udata = Arc::into_raw(conn.clone()) as *mut c_void;
+    live_shard(hook_udata as usize).insert(hook_udata as usize);
     // SAFETY: HOOKS lives for the process; hook_udata is released by
     // hook_cleanup, or below when the host refuses it (facil.io 0.7.0.beta4
     // does not call cleanup on failure).
     let set = unsafe { sys::rw_hook_set(uuid, core::ptr::addr_of_mut!(HOOKS), hook_udata) };
     if set != Ok(0) {
         // SAFETY: the host did not keep the pointer.
+        live_shard(hook_udata as usize).remove(&(hook_udata as usize));
         drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
         return Err(format!("uuid {uuid:#x} closed before TLS could start"));
     }
@@ -317,7 +348,10 @@ unsafe fn conn_of(udata: *mut c_void) -> ManuallyDrop<Arc<HostConn>> {
 }
 
 unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void, count: size_t) -> ssize_t {
-    let conn = conn_of(udata);
+    let Some(conn) = live_conn(udata, uuid) else {
+        set_errno(libc::EBADF);
+        return -1;
+    };
     boundary("read hook", -1, || {
         let mut tls = conn.lock();
         if tls.phase() == Phase::Handshaking {
@@ -403,5 +437,8 @@ unsafe extern "C" fn hook_before_close(_uuid: isize, udata: *mut c_void) -> ssiz
 }
 
 unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
-    boundary("cleanup hook", (), || drop(Arc::from_raw(udata as *const HostConn)));
+    boundary("cleanup hook", (), || {
+        live_shard(udata as usize).remove(&(udata as usize));
+        drop(Arc::from_raw(udata as *const HostConn))
+    });
 }

@@ -255,10 +255,26 @@ impl Connection {
                 ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Handshake::InProgress,
                 _ => {
                     self.phase = Phase::Failed;
-                    Handshake::Failed(self.describe_error(&e))
+                    let reason = self.describe_error(&e);
+                    if self.role == Role::Server && reason == "http request" {
+                        self.answer_plaintext_http();
+                    }
+                    Handshake::Failed(reason)
                 }
             },
         }
+    }
+
+    /// A plain HTTP request reached the TLS port: say so in plain HTTP
+    /// before the connection closes (best effort, like nginx's 400 "The
+    /// plain HTTP request was sent to HTTPS port").
+    fn answer_plaintext_http(&mut self) {
+        const BODY: &str = "This port speaks HTTPS (TLS). Use an https:// URL.\n";
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = self.stream.get_mut().write(response.as_bytes());
     }
 
     fn describe_error(&self, e: &openssl::ssl::Error) -> String {
@@ -562,6 +578,11 @@ mod tests {
             Handshake::Failed(reason) => assert!(reason.contains("http request"), "{reason}"),
             other => panic!("{other:?}"),
         }
+        let mut answer = [0u8; 512];
+        let n = (&c).read(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+        assert!(answer.contains("speaks HTTPS"), "{answer}");
         assert_eq!(server.phase(), Phase::Failed);
         assert!(server.write(b"x").is_err());
     }
