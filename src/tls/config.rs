@@ -271,6 +271,7 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
     // Return the 2 x ~17 KiB record buffers to the allocator whenever a
     // connection has nothing in flight (idle keep-alive connections).
     b.set_mode(SslMode::RELEASE_BUFFERS);
+    super::keylog::install(b);
     Ok(())
 }
 

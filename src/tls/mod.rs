@@ -7,6 +7,7 @@
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod keylog;
 pub mod pem;
 pub mod selfsigned;
 mod sys;
