@@ -191,26 +191,15 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     Ok(())
 }
 
-/// What one handshake step produced.
-enum Step {
-    Done,
-    InProgress,
-    Failed(String),
-}
-
 /// Runs the handshake one step, schedules the hand-over the first time it
 /// completes, and arranges a write poll if the socket did not take our
 /// output.
-fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Step {
-    let step = match tls.handshake() {
-        Handshake::Done => Step::Done,
-        Handshake::InProgress => Step::InProgress,
-        Handshake::Failed(reason) => Step::Failed(reason),
-    };
+fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
+    let step = tls.handshake();
     if tls.pending_output() > 0 {
         sys::force_event(conn.uuid, FIO_EVENT_ON_READY);
     }
-    if let Step::Done = step {
+    if step == Handshake::Done {
         if !conn.handed_over.swap(true, Ordering::AcqRel) {
             schedule_handover(conn);
         }
@@ -218,12 +207,13 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Step {
     step
 }
 
-fn log_failure(conn: &HostConn, role: Role, reason: &str) {
+fn log_failure(conn: &HostConn, tls: &Connection, reason: &str) {
+    let role = tls.role();
     let side = if role == Role::Server { "server" } else { "client" };
     match role {
         // A peer that hangs up mid-handshake (scanners, health checks) is
         // routine for a server: keep it out of the default log.
-        Role::Server if reason.contains("peer closed") || reason.contains("reset") => {
+        Role::Server if tls.peer_hung_up() => {
             log_debug!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid)
         }
         Role::Server => log_info!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid),
@@ -261,7 +251,6 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
     let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
     boundary("handshake", (), || {
         let mut tls = conn.lock();
-        let role = tls.role();
         if tls.phase() == Phase::Handshaking && conn.past_deadline() {
             drop(tls);
             log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
@@ -269,23 +258,23 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
             return;
         }
         let step = advance(&conn, &mut tls);
+        if let Handshake::Failed(reason) = &step {
+            log_failure(&conn, &tls, reason);
+        }
         drop(tls);
         match step {
-            Step::InProgress => {}
+            Handshake::InProgress => {}
             // Our on_data runs only while our protocol is attached. With no
             // protocol callback to hand over to, nothing would ever read
             // this connection.
-            Step::Done if conn.snapshot.protocols.is_empty() => {
+            Handshake::Done if conn.snapshot.protocols.is_empty() => {
                 log_warning!(
                     "uuid {uuid:#x}: TLS handshake done but no protocol was added (fio_tls_proto_add) or attached; closing"
                 );
                 sys::close(uuid);
             }
-            Step::Done => {}
-            Step::Failed(reason) => {
-                log_failure(&conn, role, &reason);
-                sys::close(uuid);
-            }
+            Handshake::Done => {}
+            Handshake::Failed(_) => sys::close(uuid),
         }
     });
 }
@@ -357,13 +346,13 @@ unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void
         if tls.phase() == Phase::Handshaking {
             // An application protocol replaced ours early: drive from here.
             match advance(&conn, &mut tls) {
-                Step::Done => {}
-                Step::InProgress => {
+                Handshake::Done => {}
+                Handshake::InProgress => {
                     set_errno(libc::EAGAIN);
                     return -1;
                 }
-                Step::Failed(reason) => {
-                    log_failure(&conn, tls.role(), &reason);
+                Handshake::Failed(reason) => {
+                    log_failure(&conn, &tls, &reason);
                     set_errno(libc::ECONNABORTED);
                     return -1;
                 }

@@ -125,6 +125,23 @@ impl Write for FdIo {
     }
 }
 
+/// OpenSSL 3's reason for a stream that ends without close_notify.
+const UNEXPECTED_EOF: &str = "unexpected eof while reading";
+
+/// An end of stream or a reset from the peer, as opposed to a TLS error.
+fn is_hangup(e: &openssl::ssl::Error) -> bool {
+    if let Some(io) = e.io_error() {
+        return matches!(
+            io.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof
+        );
+    }
+    match e.ssl_error() {
+        Some(stack) => stack.errors().iter().any(|x| x.reason() == Some(UNEXPECTED_EOF)),
+        None => e.code() == ErrorCode::SYSCALL,
+    }
+}
+
 /// Where a connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -168,6 +185,8 @@ pub struct Connection {
     role: Role,
     /// Plaintext written before the handshake finished, sent right after it.
     early: Vec<u8>,
+    /// The failure was the peer hanging up (EOF or reset), not a TLS error.
+    peer_hung_up: bool,
 }
 
 impl Connection {
@@ -196,7 +215,7 @@ impl Connection {
             }
         }
         let stream = SslStream::new(ssl, FdIo::new(fd)).map_err(|e| first_reason(&e))?;
-        Ok(Connection { stream, phase: Phase::Handshaking, role, early: Vec::new() })
+        Ok(Connection { stream, phase: Phase::Handshaking, role, early: Vec::new(), peer_hung_up: false })
     }
 
     pub fn phase(&self) -> Phase {
@@ -255,6 +274,7 @@ impl Connection {
                 ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Handshake::InProgress,
                 _ => {
                     self.phase = Phase::Failed;
+                    self.peer_hung_up = is_hangup(&e);
                     let reason = self.describe_error(&e);
                     if self.role == Role::Server && reason == "http request" {
                         self.answer_plaintext_http();
@@ -275,6 +295,12 @@ impl Connection {
             BODY.len()
         );
         let _ = self.stream.get_mut().write(response.as_bytes());
+    }
+
+    /// True when the handshake failed because the peer hung up (scanners,
+    /// health checks, impatient clients) rather than on a TLS error.
+    pub fn peer_hung_up(&self) -> bool {
+        self.peer_hung_up
     }
 
     fn describe_error(&self, e: &openssl::ssl::Error) -> String {
@@ -327,11 +353,7 @@ impl Connection {
                 ErrorCode::ZERO_RETURN => ReadOutcome::Closed,
                 ErrorCode::SYSCALL if e.io_error().is_none() => ReadOutcome::Closed,
                 _ => {
-                    let unexpected_eof = e
-                        .ssl_error()
-                        .map(|s| s.errors().iter().any(|x| x.reason() == Some("unexpected eof while reading")))
-                        .unwrap_or(false);
-                    if unexpected_eof {
+                    if e.ssl_error().is_some() && is_hangup(&e) {
                         // A peer that closes without close_notify: an end of
                         // stream to the application (as HTTP/1.1 clients do).
                         self.phase = Phase::Failed;
@@ -584,7 +606,20 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
         assert!(answer.contains("speaks HTTPS"), "{answer}");
         assert_eq!(server.phase(), Phase::Failed);
+        assert!(!server.peer_hung_up(), "a protocol error is not a hang-up");
         assert!(server.write(b"x").is_err());
+    }
+
+    #[test]
+    fn a_peer_hanging_up_mid_handshake_is_classified_as_such() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        (&c).write_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").unwrap();
+        assert_eq!(server.handshake(), Handshake::InProgress);
+        drop(c);
+        assert!(matches!(server.handshake(), Handshake::Failed(_)));
+        assert!(server.peer_hung_up());
     }
 
     #[test]
