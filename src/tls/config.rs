@@ -271,6 +271,10 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
     // Return the 2 x ~17 KiB record buffers to the allocator whenever a
     // connection has nothing in flight (idle keep-alive connections).
     b.set_mode(SslMode::RELEASE_BUFFERS);
+    // Read as many records as the socket has in one read(2) instead of a
+    // header read plus a body read per record. Records read ahead are seen
+    // by SSL_has_pending, which the host layer checks after every read.
+    b.set_read_ahead(true);
     super::keylog::install(b);
     Ok(())
 }
