@@ -57,7 +57,8 @@ CT_PROGRAMS := fio_server demo
 CT_MODES    := static shared preload broken
 CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 # keep the objects: every link mode reuses them
-.SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)))
+.SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
+  $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
         check-facil c-tests demo install uninstall clean FORCE
@@ -152,7 +153,13 @@ $(CT)/shared/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_SHARED) \
 	  -Wl,-rpath,$(CT_RPATH_OURS):$(CT_RPATH_FACIL) -lpthread -lm
 
-$(CT)/preload/%: $(CT)/%.o
+# LD_PRELOAD programs link facil.io only, which lacks the extension
+# fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly
+$(CT)/%.preload.o: c_tests/%.c $(HEADER)
+	@mkdir -p $(CT)
+	$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
+
+$(CT)/preload/%: $(CT)/%.preload.o
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(FACIL_IO_SHARED) -Wl,-rpath,$(CT_RPATH_FACIL) -lpthread -lm
 

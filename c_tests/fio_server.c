@@ -5,7 +5,11 @@
  * modes below and talks to it with real TLS peers (curl, openssl s_client,
  * gnutls-cli). Every listener binds 127.0.0.1 only.
  *
- *   fio_server [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] MODE PORT ARGS...
+ *   fio_server [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA]
+ *              MODE PORT ARGS...
+ *
+ *   --trust CA calls fio_tls_trust(tls, CA) on the mode's TLS object (modes
+ *   selfsigned, certs, echo): mutual TLS. CA "system" passes NULL.
  *
  *   selfsigned PORT [NAME]
  *       http_listen with fio_tls_new(NAME, NULL, NULL); NAME "-" or no NAME
@@ -13,6 +17,9 @@
  *   certs PORT NAME KEY CERT [NAME KEY CERT]...
  *       http_listen with fio_tls_new(first triple), then one
  *       fio_tls_cert_add per further triple (SNI).
+ *   echo PORT NAME KEY CERT [NAME KEY CERT]...
+ *       raw fio_listen whose on_open calls fio_tls_accept, certificates as
+ *       in "certs"; one protocol "echo" sends every byte back unchanged.
  *   alpn PORT [once]
  *       raw fio_listen whose on_open calls fio_tls_accept. Protocols
  *       "echo-a" (added twice: the second callback must win) and "echo-b"
@@ -40,6 +47,14 @@
 
 #include "fio_tls.h"
 
+/* see fio_client.c: the LD_PRELOAD build references the extension weakly */
+#ifdef FIO_TESTS_PRELOAD
+#pragma weak fio_tls_trust
+#define HAVE_TRUST() (fio_tls_trust != NULL)
+#else
+#define HAVE_TRUST() 1
+#endif
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +69,7 @@
 static const char *listen_port;
 static const char *public_dir;
 static fio_tls_s *http_tls; /* destroyed after fio_start returns */
+static const char *trust_ca; /* --trust */
 
 /* ---------------------------------------------------------------------------
  * Small helpers
@@ -178,7 +194,7 @@ static void attach_echo(intptr_t uuid, const char *name, const char *prefix) {
       .prefix = prefix,
   };
   /* the driver counts these lines: one per completed handshake */
-  mark("CALLBACK", name, prefix);
+  mark("CALLBACK", name, *prefix ? prefix : "exact");
   fio_attach(uuid, &echo->pr);
 }
 
@@ -223,6 +239,35 @@ static int start_alpn(void) {
   fio_tls_proto_add(alpn_tls, "echo-b", on_alpn_b);
   if (fio_listen(.port = listen_port, .address = "127.0.0.1",
                  .on_open = on_raw_open) == -1) {
+    fprintf(stderr, "fio_server: fio_listen on port %s failed: %s\n",
+            listen_port, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Exact echo over TLS (mode echo)
+ * ------------------------------------------------------------------------ */
+
+static fio_tls_s *echo_tls;
+
+static void on_echo(intptr_t uuid, void *udata) {
+  if (udata != (void *)&echo_tls)
+    mark("CALLBACK", "echo", "wrong-udata");
+  attach_echo(uuid, "echo", "");
+}
+
+static void on_echo_open(intptr_t uuid, void *udata) {
+  (void)udata;
+  fio_tls_accept(uuid, echo_tls, (void *)&echo_tls);
+}
+
+static int start_echo(fio_tls_s *tls) {
+  echo_tls = tls;
+  fio_tls_proto_add(tls, "echo", on_echo);
+  if (fio_listen(.port = listen_port, .address = "127.0.0.1",
+                 .on_open = on_echo_open) == -1) {
     fprintf(stderr, "fio_server: fio_listen on port %s failed: %s\n",
             listen_port, strerror(errno));
     return -1;
@@ -351,12 +396,25 @@ static int start_badinput(char **a) {
  * main
  * ------------------------------------------------------------------------ */
 
+/* applies --trust to a new TLS object */
+static fio_tls_s *trusting(fio_tls_s *tls) {
+  if (tls && trust_ca && !HAVE_TRUST()) {
+    fprintf(stderr, "fio_server: fio_tls_trust is not available\n");
+    fio_tls_destroy(tls);
+    return NULL;
+  }
+  if (tls && trust_ca)
+    fio_tls_trust(tls, strcmp(trust_ca, "system") ? trust_ca : NULL);
+  return tls;
+}
+
 static int usage(const char *prog) {
   fprintf(stderr,
-          "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] MODE PORT "
-          "ARGS...\n"
+          "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA] "
+          "MODE PORT ARGS...\n"
           "modes: selfsigned PORT [NAME|-]\n"
           "       certs PORT NAME KEY CERT [NAME KEY CERT]...\n"
+          "       echo PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       alpn PORT [once]\n"
           "       badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY "
           "DIRECTORY MISSING\n",
@@ -376,6 +434,8 @@ int main(int argc, char **argv) {
       FIO_LOG_LEVEL = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "-p"))
       public_dir = argv[i + 1];
+    else if (!strcmp(argv[i], "--trust"))
+      trust_ca = argv[i + 1];
     else
       return usage(argv[0]);
   }
@@ -392,13 +452,15 @@ int main(int argc, char **argv) {
     const char *name = NULL;
     if (nrest == 1 && strcmp(rest[0], "-"))
       name = rest[0];
-    fio_tls_s *tls = fio_tls_new(name, NULL, NULL);
+    fio_tls_s *tls = trusting(fio_tls_new(name, NULL, NULL));
     rc = tls ? start_https(tls) : -1;
-  } else if (!strcmp(mode, "certs") && nrest >= 3 && nrest % 3 == 0) {
+  } else if ((!strcmp(mode, "certs") || !strcmp(mode, "echo")) && nrest >= 3 &&
+             nrest % 3 == 0) {
     fio_tls_s *tls = fio_tls_new(rest[0], rest[1], rest[2]);
     for (int k = 3; tls && k < nrest; k += 3)
       fio_tls_cert_add(tls, rest[k], rest[k + 1], rest[k + 2]);
-    rc = tls ? start_https(tls) : -1;
+    tls = trusting(tls);
+    rc = !tls ? -1 : !strcmp(mode, "echo") ? start_echo(tls) : start_https(tls);
   } else if (!strcmp(mode, "alpn") && nrest <= 1) {
     alpn_once = (nrest == 1 && !strcmp(rest[0], "once"));
     rc = start_alpn();
@@ -418,6 +480,8 @@ int main(int argc, char **argv) {
     fio_tls_destroy(http_tls);
   if (alpn_tls)
     fio_tls_destroy(alpn_tls);
+  if (echo_tls)
+    fio_tls_destroy(echo_tls);
   printf("STOPPED\n");
   return 0;
 }
