@@ -53,7 +53,7 @@ found_or_missing = $(if $(wildcard $(1)),found,MISSING)
 #   shared   libfio_tls.so before libfacil.io.so (DT_NEEDED) (works)
 #   preload  libfacil.io.so only; run with LD_PRELOAD        (works)
 #   broken   libfio_tls.so + libfacil.io.a                   (http.c's weak stubs win)
-CT_PROGRAMS := fio_server demo
+CT_PROGRAMS := fio_server fio_client demo
 CT_MODES    := static shared preload broken
 CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 # keep the objects: every link mode reuses them
