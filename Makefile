@@ -3,7 +3,9 @@
 #   make                 build target/release/libfio_tls.{so,a}, include/fio_tls.h
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
 #   make check           cargo test, header/symbol/SONAME checks, then the
-#                        facil.io integration suite (or one SKIP line)
+#                        facil.io integration suites, server side
+#                        (facil_suite.py) and client side (client_suite.py),
+#                        or one SKIP line
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
 #   make clean
@@ -130,9 +132,15 @@ ifeq ($(FACIL_IO_FOUND),)
 check-facil:
 	@echo "SKIP facil.io integration: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR) [lib/facil/fio.h $(call found_or_missing,$(FACIL_IO_DIR)/lib/facil/fio.h)], FACIL_IO_STATIC=$(FACIL_IO_STATIC) [$(call found_or_missing,$(FACIL_IO_STATIC))], FACIL_IO_SHARED=$(FACIL_IO_SHARED) [$(call found_or_missing,$(FACIL_IO_SHARED))]); set these make variables to run the C suite"
 else
+# two drivers (servers, then clients); both always run, each ends with its
+# own "N passed, N failed" line
 check-facil: c-tests
+	status=0; \
 	$(PYTHON) c_tests/facil_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD)
+	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
+	$(PYTHON) c_tests/client_suite.py --bin-dir $(CT) \
+	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
+	exit $$status
 endif
 
 # ---------------------------------------------------------------------------
