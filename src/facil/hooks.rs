@@ -251,6 +251,9 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
     let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
     boundary("handshake", (), || {
         let mut tls = conn.lock();
+        if tls.is_detached() {
+            return;
+        }
         if tls.phase() == Phase::Handshaking && conn.past_deadline() {
             drop(tls);
             log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
@@ -425,9 +428,14 @@ unsafe extern "C" fn hook_before_close(_uuid: isize, udata: *mut c_void) -> ssiz
     })
 }
 
+/// facil.io calls this just before it `close()`s the fd (or when the hooks
+/// are replaced). Detaching under the connection's mutex waits for any
+/// handshake step or read still running on another thread, and guarantees
+/// none starts afterwards: the fd number may be reused as soon as we return.
 unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
     boundary("cleanup hook", (), || {
         live_shard(udata as usize).remove(&(udata as usize));
-        drop(Arc::from_raw(udata as *const HostConn))
+        let conn = Arc::from_raw(udata as *const HostConn);
+        conn.lock().detach();
     });
 }

@@ -131,10 +131,11 @@ const UNEXPECTED_EOF: &str = "unexpected eof while reading";
 /// An end of stream or a reset from the peer, as opposed to a TLS error.
 fn is_hangup(e: &openssl::ssl::Error) -> bool {
     if let Some(io) = e.io_error() {
+        // EBADF: the host closed the fd under us; the connection is gone.
         return matches!(
             io.kind(),
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof
-        );
+        ) || io.raw_os_error() == Some(libc::EBADF);
     }
     match e.ssl_error() {
         Some(stack) => stack.errors().iter().any(|x| x.reason() == Some(UNEXPECTED_EOF)),
@@ -164,6 +165,10 @@ pub enum Handshake {
     /// in the outgoing buffer.
     Failed(String),
 }
+
+/// The fd value of a detached connection: every system call on it fails
+/// with EBADF, so a detached connection can never touch a reused fd.
+const NO_FD: RawFd = -1;
 
 /// Result of a read.
 #[derive(Debug)]
@@ -255,6 +260,7 @@ impl Connection {
     pub fn handshake(&mut self) -> Handshake {
         match self.phase {
             Phase::Handshaking => {}
+            Phase::Failed if self.is_detached() => return Handshake::Failed("connection closed by the host".into()),
             Phase::Failed => return Handshake::Failed("connection already failed".into()),
             _ => return Handshake::Done,
         }
@@ -295,6 +301,25 @@ impl Connection {
             BODY.len()
         );
         let _ = self.stream.get_mut().write(response.as_bytes());
+    }
+
+    /// Stops all I/O for good: the fd's owner is about to close it (and the
+    /// number may then be reused by another connection). Later calls fail
+    /// or report the connection closed; nothing is written.
+    pub fn detach(&mut self) {
+        let io = self.stream.get_mut();
+        io.fd = NO_FD;
+        io.out = Vec::new();
+        io.out_pos = 0;
+        if self.phase == Phase::Handshaking {
+            self.peer_hung_up = true;
+        }
+        self.phase = Phase::Failed;
+    }
+
+    /// True once [`Connection::detach`] ran.
+    pub fn is_detached(&self) -> bool {
+        self.stream.get_ref().fd == NO_FD
     }
 
     /// True when the handshake failed because the peer hung up (scanners,
@@ -340,6 +365,7 @@ impl Connection {
     pub fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
         match self.phase {
             Phase::Handshaking => return ReadOutcome::WouldBlock,
+            Phase::Failed if self.is_detached() => return ReadOutcome::Closed,
             Phase::Failed => return ReadOutcome::Error(io::ErrorKind::ConnectionAborted.into()),
             _ => {}
         }
@@ -620,6 +646,27 @@ mod tests {
         drop(c);
         assert!(matches!(server.handshake(), Handshake::Failed(_)));
         assert!(server.peer_hung_up());
+    }
+
+    #[test]
+    fn a_detached_connection_never_touches_its_old_fd() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        connect(&mut server, &mut client);
+        server.detach();
+        assert!(server.is_detached());
+        assert!(server.write(b"must not be sent").is_err());
+        assert_eq!(server.shutdown(), 0);
+        assert!(matches!(server.read(&mut [0u8; 16]), ReadOutcome::Closed));
+        // The peer sees neither data nor close_notify: the fd was left alone.
+        let mut buf = [0u8; 64];
+        assert!(matches!(client.read(&mut buf), ReadOutcome::WouldBlock));
+        let mut fresh = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        fresh.detach();
+        assert!(matches!(fresh.handshake(), Handshake::Failed(_)));
+        assert!(fresh.peer_hung_up(), "a host close is not a TLS error worth logging");
     }
 
     #[test]
