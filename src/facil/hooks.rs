@@ -75,6 +75,8 @@ pub struct HostConn {
     tls: Mutex<Connection>,
     /// Set once the protocol callback has been scheduled.
     handed_over: AtomicBool,
+    /// Set when we closed the uuid because the handshake deadline passed.
+    deadline_hit: AtomicBool,
     /// The uuid's timeout before the handshake deadline replaced it.
     saved_timeout: u8,
     started: Instant,
@@ -89,6 +91,13 @@ impl HostConn {
 
     fn past_deadline(&self) -> bool {
         self.started.elapsed() > Duration::from_secs(handshake_timeout() as u64)
+    }
+
+    /// Closes the uuid because the handshake deadline passed; `cleanup`
+    /// logs it.
+    fn close_for_deadline(&self) {
+        self.deadline_hit.store(true, Ordering::Release);
+        sys::close(self.uuid);
     }
 }
 
@@ -157,6 +166,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         snapshot: snapshot.clone(),
         tls: Mutex::new(tls),
         handed_over: AtomicBool::new(false),
+        deadline_hit: AtomicBool::new(false),
         saved_timeout: sys::timeout_get(uuid),
         started: Instant::now(),
     });
@@ -235,6 +245,15 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
     let conn = Arc::from_raw(arg as *const HostConn);
     boundary("protocol hand-over", (), || {
         if sys::is_closed(conn.uuid) {
+            // E.g. a TLS 1.3 server that refused our certificate after our
+            // side of the handshake was done.
+            let side_is_client = conn.lock().role() == Role::Client;
+            let msg = "connection closed right after the TLS handshake; no protocol was started";
+            if side_is_client {
+                log_warning!("uuid {:#x}: {msg}", conn.uuid);
+            } else {
+                log_debug!("uuid {:#x}: {msg}", conn.uuid);
+            }
             return;
         }
         sys::timeout_set(conn.uuid, conn.saved_timeout);
@@ -256,8 +275,7 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
         }
         if tls.phase() == Phase::Handshaking && conn.past_deadline() {
             drop(tls);
-            log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
-            sys::close(uuid);
+            conn.close_for_deadline();
             return;
         }
         let step = advance(&conn, &mut tls);
@@ -282,12 +300,11 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
     });
 }
 
-unsafe extern "C" fn hs_ping(uuid: isize, pr: *mut FioProtocol) {
+unsafe extern "C" fn hs_ping(_uuid: isize, pr: *mut FioProtocol) {
     let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
     boundary("handshake timeout", (), || {
         if conn.lock().phase() == Phase::Handshaking {
-            log_debug!("TLS handshake deadline passed (uuid {uuid:#x}); closing");
-            sys::close(uuid);
+            conn.close_for_deadline();
         }
     });
 }
@@ -436,6 +453,24 @@ unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
     boundary("cleanup hook", (), || {
         live_shard(udata as usize).remove(&(udata as usize));
         let conn = Arc::from_raw(udata as *const HostConn);
-        conn.lock().detach();
+        let mut tls = conn.lock();
+        // facil.io closes on a peer's hang-up without a read, so this is
+        // where such handshakes end: log them once, here. The fd is still
+        // open, so one last step can read the peer's alert.
+        let unfinished = match tls.phase() {
+            Phase::Handshaking if conn.deadline_hit.load(Ordering::Acquire) => {
+                Some(format!("handshake deadline ({} s) passed", handshake_timeout()))
+            }
+            Phase::Handshaking => match tls.handshake() {
+                Handshake::Failed(reason) => Some(reason),
+                Handshake::InProgress => Some("connection closed before the handshake finished".to_string()),
+                Handshake::Done => None,
+            },
+            _ => None,
+        };
+        tls.detach();
+        if let Some(reason) = unfinished {
+            log_failure(&conn, &tls, &reason);
+        }
     });
 }
