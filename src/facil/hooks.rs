@@ -108,8 +108,10 @@ impl HostConn {
 /// another thread may close the uuid and run `cleanup` while a read is
 /// still in progress. The read hook therefore takes its own reference from
 /// here (and gives up if the connection is already gone), and `cleanup`
-/// removes the connection before releasing the host's reference. The other
-/// hooks run under the socket lock, which `cleanup` cannot overtake.
+/// removes the connection before releasing the host's reference. So does
+/// `before_close`, which `fio_force_close` also calls without the lock.
+/// `write` and `flush` run under the socket lock, which `cleanup` cannot
+/// overtake.
 static LIVE: Lazy<Vec<Mutex<HashSet<usize>>>> = Lazy::new(|| (0..16).map(|_| Mutex::new(HashSet::new())).collect());
 
 fn live_shard(addr: usize) -> MutexGuard<'static, HashSet<usize>> {
@@ -436,8 +438,11 @@ unsafe extern "C" fn hook_flush(_uuid: isize, udata: *mut c_void) -> ssize_t {
     })
 }
 
-unsafe extern "C" fn hook_before_close(_uuid: isize, udata: *mut c_void) -> ssize_t {
-    let conn = conn_of(udata);
+unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize_t {
+    // fio_force_close calls this without the socket lock too.
+    let Some(conn) = live_conn(udata, uuid) else {
+        return 0;
+    };
     boundary("close hook", 0, || {
         let left = conn.lock().shutdown();
         // Non-zero: facil.io waits for flush to report 0 before closing.
