@@ -6,6 +6,8 @@
 #                        facil.io integration suites, server side
 #                        (facil_suite.py) and client side (client_suite.py),
 #                        or one SKIP line
+#   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
+#                        built with -Zsanitizer=address into target/asan)
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
 #   make clean
@@ -63,7 +65,8 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil c-tests demo install uninstall clean FORCE
+        check-facil check-misuse check-asan c-tests demo \
+        install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
 
@@ -87,7 +90,8 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # ---------------------------------------------------------------------------
 # make check
 # ---------------------------------------------------------------------------
-check: check-header-fresh all check-rust check-library check-install check-facil
+check: check-header-fresh all check-rust check-library check-install check-facil \
+       check-misuse
 	@echo "make check: all steps passed"
 
 # The build regenerates include/fio_tls.h: it must come out identical to the
@@ -175,6 +179,63 @@ $(CT)/broken/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_STATIC) \
 	  -Wl,-rpath,$(CT_RPATH_OURS) -lpthread -lm
+
+# ---------------------------------------------------------------------------
+# API misuse table (c_tests/misuse.c, driven by c_tests/misuse.py)
+# ---------------------------------------------------------------------------
+# misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids) and
+# the driver's log/SSLKEYLOGFILE checks run the static fio_server.
+MISUSE_DIR := $(BUILD)/misuse
+MISUSE_BINS := $(MISUSE_DIR)/misuse
+MISUSE_SERVER :=
+ifneq ($(FACIL_IO_FOUND),)
+MISUSE_BINS += $(MISUSE_DIR)/misuse_facil
+MISUSE_SERVER := $(CT)/static/fio_server
+endif
+
+check-misuse: all $(MISUSE_BINS) $(MISUSE_SERVER)
+	$(PYTHON) c_tests/misuse.py $(addprefix --bin ,$(MISUSE_BINS)) \
+	  $(if $(MISUSE_SERVER),--server $(MISUSE_SERVER),) --tmp-root $(BUILD)
+	@$(if $(MISUSE_SERVER),,echo "SKIP misuse table with facil.io and the log/SSLKEYLOGFILE checks: facil.io build not found (FACIL_IO_DIR=$(FACIL_IO_DIR))")
+
+$(MISUSE_DIR)/misuse: c_tests/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
+	@mkdir -p $(@D)
+	$(CC) $(CT_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libfio_tls.a $(FIO_TLS_STATIC_LIBS)
+$(MISUSE_DIR)/misuse_facil: c_tests/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
+	@mkdir -p $(@D)
+	$(CC) $(CT_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
+	  $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
+
+# ASan + UBSan: the C side with gcc's sanitizers, the Rust side instrumented
+# with -Zsanitizer=address (stable toolchain, RUSTC_BOOTSTRAP=1) into its own
+# target dir; gcc's ASan runtime serves both. OpenSSL and facil.io are not
+# instrumented, but every allocation is checked (and leak-checked) anyway.
+ASAN_TARGET_DIR ?= target/asan
+ASAN_TRIPLE     ?= x86_64-unknown-linux-gnu
+ASAN_LIB        := $(ASAN_TARGET_DIR)/$(ASAN_TRIPLE)/debug/libfio_tls.a
+ASAN_CFLAGS     ?= -std=gnu99 -O1 -g -Wall -Wextra -Werror -fno-omit-frame-pointer \
+                   -fsanitize=address,undefined -fno-sanitize-recover=all
+ASAN_BINS := $(MISUSE_DIR)/misuse_asan
+ifneq ($(FACIL_IO_FOUND),)
+ASAN_BINS += $(MISUSE_DIR)/misuse_facil_asan
+endif
+
+$(ASAN_LIB): FORCE
+	RUSTFLAGS="-Zsanitizer=address" RUSTC_BOOTSTRAP=1 \
+	  $(CARGO) build --lib --target $(ASAN_TRIPLE) --target-dir $(ASAN_TARGET_DIR)
+$(MISUSE_DIR)/misuse_asan: c_tests/misuse.c $(HEADER) $(ASAN_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(FIO_TLS_STATIC_LIBS)
+$(MISUSE_DIR)/misuse_facil_asan: c_tests/misuse.c $(HEADER) $(ASAN_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
+	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
+
+check-asan: $(ASAN_BINS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
+	  --levels 5 --tmp-root $(BUILD)
 
 # ---------------------------------------------------------------------------
 # demo
