@@ -8,6 +8,7 @@
 #                        or one SKIP line
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
 #                        built with -Zsanitizer=address into target/asan)
+#   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
 #   make clean
@@ -65,7 +66,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil check-misuse check-asan c-tests demo \
+        check-facil check-misuse check-asan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -236,6 +237,29 @@ check-asan: $(ASAN_BINS)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
 	  --levels 5 --tmp-root $(BUILD)
+
+# ---------------------------------------------------------------------------
+# fuzzing (fuzz/, cargo-fuzz + libFuzzer, ASan; needs `cargo install cargo-fuzz`)
+# ---------------------------------------------------------------------------
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= server_handshake key_cert_files
+# extra libFuzzer flags, e.g. FUZZ_FLAGS=-jobs=2
+FUZZ_FLAGS   ?=
+FUZZ_ENV     := RUSTC_BOOTSTRAP=1
+fuzz-build:
+	cd fuzz && $(FUZZ_ENV) $(CARGO) fuzz build
+# each target runs FUZZ_SECONDS on its corpus (fuzz/corpus/, not committed)
+# seeded from fuzz/seeds/; a crash leaves the input in fuzz/artifacts/
+# (copy it to fuzz/regressions/<target>/: cargo test replays those)
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t; \
+	  (cd fuzz && $(FUZZ_ENV) $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 $(FUZZ_FLAGS)) \
+	  || { echo "FUZZ FAILURE in $$t: the input is in fuzz/artifacts/$$t"; exit 1; }; \
+	done
 
 # ---------------------------------------------------------------------------
 # demo
