@@ -8,6 +8,8 @@
 #                        or one SKIP line
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
 #                        built with -Zsanitizer=address into target/asan)
+#   make scan            testssl.sh + sslyze against the demo server, findings
+#                        table, interop matrix (see c_tests/scan.py)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
@@ -66,7 +68,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil check-misuse check-asan fuzz fuzz-build c-tests demo \
+        check-facil check-misuse check-asan scan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -237,6 +239,20 @@ check-asan: $(ASAN_BINS)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
 	  --levels 5 --tmp-root $(BUILD)
+
+# ---------------------------------------------------------------------------
+# scanners and interop matrix (c_tests/scan.py); tools are installed on
+# demand (apt: testssl.sh wrk nghttp2-client; PyPI: sslyze in a venv)
+# ---------------------------------------------------------------------------
+SCAN_ARGS ?=
+ifeq ($(FACIL_IO_FOUND),)
+scan:
+	@echo "scan needs a facil.io 0.7.0.beta4 build (the demo server): set FACIL_IO_DIR, FACIL_IO_STATIC, FACIL_IO_SHARED" >&2; exit 1
+else
+scan: all $(CT)/static/demo $(CT)/static/fio_server
+	$(PYTHON) c_tests/scan.py --bin-dir $(CT)/static --tmp-root $(BUILD) \
+	  --venv $(BUILD)/scan-venv $(SCAN_ARGS)
+endif
 
 # ---------------------------------------------------------------------------
 # fuzzing (fuzz/, cargo-fuzz + libFuzzer, ASan; needs `cargo install cargo-fuzz`)
