@@ -236,6 +236,38 @@ def s_client(port, *opts, input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnectio
         return subprocess.CompletedProcess(e.cmd, None, e.stdout or b"", e.stderr or b"")
 
 
+def key_copies_in_memory(pid, key_path):
+    """Where the key file's bytes (a PEM base64 line, the armour line, the
+    DER) still sit in the process's writable memory; None when it cannot be
+    read. The library wipes the file bytes after parsing (OPENSSL_cleanse)."""
+    pem = open(key_path).read()
+    needles = {f"PEM line {i + 1}": l.encode()
+               for i, l in enumerate(l for l in pem.splitlines() if l and not l.startswith("-----"))}
+    needles["PEM armour"] = pem.splitlines()[0].encode()
+    needles["DER"] = ossl("pkey", "-in", key_path, "-outform", "DER")
+    found = {}
+    try:
+        maps = open(f"/proc/{pid}/maps").read().splitlines()
+        mem = open(f"/proc/{pid}/mem", "rb")
+    except OSError:
+        return None
+    with mem:
+        for m in maps:
+            parts = m.split()
+            if "rw" not in parts[1]:
+                continue  # code and read-only data cannot hold a loaded file
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            for name, needle in needles.items():
+                if needle in data:
+                    found.setdefault(name, []).append(parts[5] if len(parts) > 5 else parts[0])
+    return found
+
+
 def keylog_lines(path):
     if not os.path.exists(path):
         return []
@@ -274,6 +306,22 @@ def server_checks(suite, server_bin, fixdir, tmp, secrets):
         suite.check("server: TLS 1.3 and 1.2 clients served while logging at level 5", ok,
                     (r1.stdout + r1.stderr + r2.stderr).decode(errors="replace")[-2000:])
         time.sleep(0.5)
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                                   "data = open(sys.argv[1]).read()\nprint('read', flush=True)\n"
+                                   "time.sleep(30)", key], stdout=subprocess.PIPE)
+        holder.stdout.readline()
+        control = key_copies_in_memory(holder.pid, key)
+        holder.kill()
+        holder.wait()
+        found = key_copies_in_memory(srv.proc.pid, key)
+        if found is None or control is None:
+            print("ok - server: key file bytes wiped after loading # SKIP /proc/PID/mem not readable")
+            suite.passed += 1
+        else:
+            suite.check("server: the memory search finds the key file in a process that keeps "
+                        "it (control)", bool(control), str(control))
+            suite.check("server: no copy of the key file (PEM text, DER) left in the server's "
+                        "memory after loading and two handshakes", not found, str(found))
     finally:
         srv.stop()
     log = srv.text()
