@@ -35,6 +35,20 @@ pub const GROUPS: &str = "X25519:P-256:P-384";
 
 /// Longest ALPN protocol name (RFC 7301: a 1-byte length prefix).
 pub const MAX_ALPN_NAME: usize = 255;
+/// Largest encoded ALPN list (RFC 7301: a 2-byte length prefix).
+pub const MAX_ALPN_LIST: usize = 65535;
+/// Longest server name (RFC 6066 host_name; DNS names are shorter still).
+pub const MAX_SERVER_NAME: usize = 255;
+
+fn check_server_name(name: Option<&str>) -> Result<(), ConfigError> {
+    match name {
+        Some(n) if n.len() > MAX_SERVER_NAME => Err(ConfigError::msg(format!(
+            "server name is {} bytes long (the limit is {MAX_SERVER_NAME})",
+            n.len()
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// A certificate chain with its key, and the SNI names it answers to.
 #[derive(Clone)]
@@ -53,6 +67,7 @@ impl CertEntry {
     /// Loads `key_file` and `cert_file` (or generates a self-signed pair when
     /// both are `None`) and checks that the key matches the certificate.
     pub fn load(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
+        check_server_name(server_name)?;
         let (key, chain, self_signed) = match (key_file, cert_file) {
             (None, None) => {
                 let (key, cert) = selfsigned::generate(server_name.unwrap_or("localhost"))?;
@@ -209,7 +224,15 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         }
         match self.protocols.iter_mut().find(|p| p.name == name) {
             Some(p) => p.handler = handler,
-            None => self.protocols.push(Protocol { name: name.to_string(), handler }),
+            None => {
+                let encoded: usize = self.protocols.iter().map(|p| 1 + p.name.len()).sum::<usize>() + 1 + name.len();
+                if encoded > MAX_ALPN_LIST {
+                    return Err(ConfigError::msg(format!(
+                        "adding ALPN protocol \"{name}\" would make the protocol list {encoded} bytes long (the limit is {MAX_ALPN_LIST})"
+                    )));
+                }
+                self.protocols.push(Protocol { name: name.to_string(), handler })
+            }
         }
         Ok(())
     }
@@ -420,6 +443,25 @@ mod tests {
         assert!(!name_matches("*.example.com", "a.b.example.com"));
         assert!(!name_matches("*.example.com", "example.com"));
         assert!(name_matches("Example.COM", "example.com"));
+    }
+
+    #[test]
+    fn oversized_names_and_lists_are_refused() {
+        let long = "a".repeat(256);
+        let e = TlsConfig::<u32>::new(Some(&long), None, None).err().unwrap().to_string();
+        assert!(e.contains("server name is 256 bytes"), "{e}");
+        let mut cfg: TlsConfig<u32> = TlsConfig::new(None, None, None).unwrap();
+        let name = "p".repeat(254);
+        let mut refused = None;
+        for i in 0..300u32 {
+            if let Err(e) = cfg.add_protocol(&format!("{i:03}{}", &name[3..]), i) {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+        let e = refused.expect("a list over 65535 bytes must be refused");
+        assert!(e.contains("65535"), "{e}");
+        assert!(cfg.build().is_ok(), "what was accepted still builds");
     }
 
     #[test]

@@ -26,8 +26,6 @@ pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// write hook into a 0 return, which `fio_flush` takes for a dead peer. A
 /// short write ends its loop and makes it wait for the socket instead.
 pub const SHORT_WRITE: usize = 1;
-/// Plaintext accepted before the handshake has finished.
-pub const EARLY_PLAINTEXT_LIMIT: usize = 64 * 1024;
 
 /// Which side of the handshake we play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,7 +341,7 @@ impl Connection {
             return first_reason(stack);
         }
         match e.io_error() {
-            Some(io) => io.to_string(),
+            Some(io) => super::error::os_reason(io),
             None if e.code() == ErrorCode::SYSCALL => "peer closed the connection".into(),
             None if e.code() == ErrorCode::ZERO_RETURN => "peer sent close_notify".into(),
             None => format!("OpenSSL error code {}", e.code().as_raw()),
@@ -398,17 +396,19 @@ impl Connection {
     }
 
     /// Encrypts up to [`WRITE_CHUNK`] bytes of `buf` and returns how many were
-    /// taken (0 only for an empty `buf`). While too much is undelivered (or,
-    /// before the handshake, buffered) it takes just [`SHORT_WRITE`] bytes:
+    /// taken (0 only for an empty `buf`). While too much is undelivered it
+    /// takes just [`SHORT_WRITE`] bytes:
     /// a short write is the back-pressure signal. Errors only when the
     /// connection can no longer carry data.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.phase {
+            // Everything written before the handshake is kept until it ends.
+            // No limit: facil.io would answer any push-back with a write
+            // poll, and the socket is writable, so it would spin until the
+            // handshake is done (or its deadline passes).
             Phase::Handshaking => {
-                let room = EARLY_PLAINTEXT_LIMIT.saturating_sub(self.early.len()).max(SHORT_WRITE);
-                let n = room.min(buf.len());
-                self.early.extend_from_slice(&buf[..n]);
-                return Ok(n);
+                self.early.extend_from_slice(buf);
+                return Ok(buf.len());
             }
             Phase::Failed | Phase::ShutDown => return Err(io::ErrorKind::BrokenPipe.into()),
             Phase::Established => {}

@@ -40,3 +40,13 @@ pub fn first_reason(e: &openssl::error::ErrorStack) -> String {
         .find_map(|x| x.reason().map(str::to_string))
         .unwrap_or_else(|| "unknown error".to_string())
 }
+
+/// An OS error's text without Rust's " (os error N)" suffix, as strerror(3)
+/// words it (what facil.io users see in other log lines).
+pub fn os_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}

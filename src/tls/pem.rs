@@ -5,11 +5,12 @@
 //! line. A private key's file bytes are wiped with `OPENSSL_cleanse` as soon
 //! as OpenSSL has parsed them, on success and on error alike.
 
-use super::error::ConfigError;
+use super::error::{os_reason as io_reason, ConfigError};
 use super::sys::cleanse;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// Largest key or certificate file we read (a CA bundle is well below this).
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -25,10 +26,19 @@ impl Drop for SecretBytes {
 
 fn read_limited(what: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
     let fail = |reason: String| ConfigError::file(what, path, reason);
-    let file = std::fs::File::open(path).map_err(|e| fail(io_reason(&e)))?;
+    // O_NONBLOCK: opening a FIFO with no writer must not hang; regular
+    // files ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| fail(io_reason(&e)))?;
     let meta = file.metadata().map_err(|e| fail(io_reason(&e)))?;
     if meta.is_dir() {
         return Err(fail("Is a directory".into()));
+    }
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(fail(format!("file is larger than {} bytes", MAX_FILE_BYTES)));
@@ -42,16 +52,6 @@ fn read_limited(what: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> 
         return Err(fail(format!("file is larger than {} bytes", MAX_FILE_BYTES)));
     }
     Ok(bytes)
-}
-
-/// The OS reason without Rust's "(os error N)" suffix, as facil.io users see
-/// in strerror(3) messages.
-fn io_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 fn has_pem_armour(bytes: &[u8]) -> bool {
@@ -124,6 +124,19 @@ mod tests {
     fn directory_is_refused() {
         let err = load_chain("/tmp").unwrap_err().to_string();
         assert!(err.contains("Is a directory"), "{err}");
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let fifo = std::env::temp_dir().join(format!("fio_tls_pem_{}_fifo", std::process::id()));
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: plain mkfifo(3) on a fresh path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = load_chain(fifo.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        let err = load_private_key("/dev/zero").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
