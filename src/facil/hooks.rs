@@ -3,10 +3,13 @@
 //! A connection gets two things from [`start`]:
 //! - the rw hooks, whose udata is an `Arc<HostConn>` released by `cleanup`;
 //! - a *handshake protocol* attached to the uuid until the handshake ends.
-//!   facil.io delivers data events and timeouts only to a uuid that has a
-//!   protocol, so this is what lets a handshake make progress without
-//!   polling and what enforces the handshake deadline. Its `on_data` drives
-//!   the handshake directly (it never reads application data).
+//!   facil.io delivers data events only to a uuid that has a protocol, so
+//!   this is what lets a handshake make progress without polling. Its
+//!   `on_data` drives the handshake directly (it never reads application
+//!   data);
+//! - an entry in the deadline queue, swept by a per-process timer, which
+//!   closes a connection whose handshake outlives the deadline even when the
+//!   application replaced our protocol with its own.
 //!
 //! When the handshake finishes, a deferred task restores the uuid's timeout
 //! and calls the ALPN-selected protocol callback, which normally attaches
@@ -24,12 +27,12 @@ use crate::log::{log_debug, log_info, log_warning};
 use crate::tls::{Built, Connection, Handshake, Phase, ReadOutcome, Role};
 use libc::{c_void, size_t, ssize_t};
 use once_cell::sync::Lazy;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// The callback type of `fio_tls_proto_add`.
@@ -75,6 +78,9 @@ pub struct HostConn {
     tls: Mutex<Connection>,
     /// Set once the protocol callback has been scheduled.
     handed_over: AtomicBool,
+    /// Set once the hand-over task has run (whether or not a callback took
+    /// the connection).
+    handover_done: AtomicBool,
     /// Set when we closed the uuid because the handshake deadline passed.
     deadline_hit: AtomicBool,
     /// The uuid's timeout before the handshake deadline replaced it.
@@ -87,10 +93,6 @@ impl HostConn {
         // A panic while holding the lock is caught at the boundary; the
         // connection state is still consistent enough to be closed.
         self.tls.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn past_deadline(&self) -> bool {
-        self.started.elapsed() > Duration::from_secs(handshake_timeout() as u64)
     }
 
     /// Closes the uuid because the handshake deadline passed; `cleanup`
@@ -131,6 +133,51 @@ unsafe fn live_conn(udata: *mut c_void, uuid: isize) -> Option<Arc<HostConn>> {
     (conn.uuid == uuid).then(|| Arc::clone(&conn))
 }
 
+/// Connections still in their handshake, oldest first. The deadline is the
+/// same for all, so the queue is ordered by deadline too and a sweep only
+/// looks at the expired front. Entries are weak: a connection that ended
+/// is simply skipped.
+static HANDSHAKES: Lazy<Mutex<VecDeque<(Instant, Weak<HostConn>)>>> = Lazy::new(|| Mutex::new(VecDeque::new()));
+/// The process that installed the sweep timer (facil.io workers are forked
+/// processes, each with its own reactor and timers).
+static SWEEPER_PID: AtomicI32 = AtomicI32::new(0);
+/// How often the deadline sweep runs, in milliseconds.
+const SWEEP_INTERVAL_MS: usize = 250;
+
+/// Enforces the handshake deadline whoever owns the uuid's protocol (an
+/// application may replace our handshake protocol with its own, and then
+/// facil.io sends our protocol no timeouts).
+fn track_deadline(conn: &Arc<HostConn>) {
+    // SAFETY: getpid(2) has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if SWEEPER_PID.swap(pid, Ordering::AcqRel) != pid && sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
+        SWEEPER_PID.store(0, Ordering::Release);
+    }
+    let deadline = conn.started + Duration::from_secs(handshake_timeout() as u64);
+    HANDSHAKES.lock().unwrap_or_else(|p| p.into_inner()).push_back((deadline, Arc::downgrade(conn)));
+}
+
+unsafe extern "C" fn sweep_deadlines(_arg: *mut c_void) {
+    boundary("handshake deadline sweep", (), || {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut queue = HANDSHAKES.lock().unwrap_or_else(|p| p.into_inner());
+            while queue.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                if let Some(conn) = queue.pop_front().and_then(|(_, weak)| weak.upgrade()) {
+                    expired.push(conn);
+                }
+            }
+        }
+        for conn in expired {
+            let handshaking = conn.lock().phase() == Phase::Handshaking;
+            if handshaking {
+                conn.close_for_deadline();
+            }
+        }
+    });
+}
+
 /// Our handshake-time protocol; `proto` must stay the first field.
 #[repr(C)]
 struct HandshakeProtocol {
@@ -168,6 +215,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         snapshot: snapshot.clone(),
         tls: Mutex::new(tls),
         handed_over: AtomicBool::new(false),
+        handover_done: AtomicBool::new(false),
         deadline_hit: AtomicBool::new(false),
         saved_timeout: sys::timeout_get(uuid),
         started: Instant::now(),
@@ -184,6 +232,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
         return Err(format!("uuid {uuid:#x} closed before TLS could start"));
     }
+    let conn_for_deadline = conn.clone();
     let proto = Box::new(HandshakeProtocol {
         proto: FioProtocol {
             on_data: Some(hs_on_data),
@@ -199,6 +248,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     // failure to attach).
     let _ = unsafe { sys::attach(uuid, Box::into_raw(proto).cast()) };
     sys::timeout_set(uuid, handshake_timeout());
+    track_deadline(&conn_for_deadline);
     sys::force_event(uuid, FIO_EVENT_ON_DATA);
     Ok(())
 }
@@ -263,6 +313,7 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
         if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
             callback(conn.uuid, conn.udata.0);
         }
+        conn.handover_done.store(true, Ordering::Release);
         // Records that came with the handshake are already inside OpenSSL.
         sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
     });
@@ -275,11 +326,6 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
         if tls.is_detached() {
             return;
         }
-        if tls.phase() == Phase::Handshaking && conn.past_deadline() {
-            drop(tls);
-            conn.close_for_deadline();
-            return;
-        }
         let step = advance(&conn, &mut tls);
         if let Handshake::Failed(reason) = &step {
             log_failure(&conn, &tls, reason);
@@ -287,12 +333,14 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
         drop(tls);
         match step {
             Handshake::InProgress => {}
-            // Our on_data runs only while our protocol is attached. With no
-            // protocol callback to hand over to, nothing would ever read
-            // this connection.
-            Handshake::Done if conn.snapshot.protocols.is_empty() => {
+            // Our on_data runs only while our protocol is attached. Once the
+            // hand-over ran, still being here means no protocol took the
+            // connection (none added, a NULL callback, or a callback that
+            // did not attach one): nothing would ever read it.
+            Handshake::Done if conn.handover_done.load(Ordering::Acquire) => {
                 log_warning!(
-                    "uuid {uuid:#x}: TLS handshake done but no protocol was added (fio_tls_proto_add) or attached; closing"
+                    "uuid {uuid:#x}: TLS handshake done but no protocol took the connection \
+                     (add one with fio_tls_proto_add, or fio_attach one); closing"
                 );
                 sys::close(uuid);
             }
@@ -302,14 +350,11 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
     });
 }
 
-unsafe extern "C" fn hs_ping(_uuid: isize, pr: *mut FioProtocol) {
-    let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
-    boundary("handshake timeout", (), || {
-        if conn.lock().phase() == Phase::Handshaking {
-            conn.close_for_deadline();
-        }
-    });
-}
+/// facil.io's timeout ping. The deadline sweep alone decides when a
+/// handshake has taken too long (facil.io may ping a fresh uuid early: its
+/// idle clock can start at 0), and without a `ping` of ours facil.io would
+/// install one that closes the connection.
+unsafe extern "C" fn hs_ping(_uuid: isize, _pr: *mut FioProtocol) {}
 
 unsafe extern "C" fn hs_on_shutdown(_uuid: isize, _pr: *mut FioProtocol) -> u8 {
     0

@@ -53,6 +53,15 @@ struct HostTable {
     timeout_get: Option<unsafe extern "C" fn(isize) -> u8>,
     is_closed: Option<unsafe extern "C" fn(isize) -> c_int>,
     is_valid: Option<unsafe extern "C" fn(isize) -> c_int>,
+    run_every: Option<
+        unsafe extern "C" fn(
+            size_t,
+            size_t,
+            Option<unsafe extern "C" fn(*mut c_void)>,
+            *mut c_void,
+            Option<unsafe extern "C" fn(*mut c_void)>,
+        ) -> c_int,
+    >,
     log_level: *const c_int,
 }
 
@@ -68,6 +77,7 @@ core::arch::global_asm!(
     ".weak fio_timeout_get",
     ".weak fio_is_closed",
     ".weak fio_is_valid",
+    ".weak fio_run_every",
     ".weak FIO_LOG_LEVEL",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
@@ -83,6 +93,7 @@ core::arch::global_asm!(
     ".8byte fio_timeout_get",
     ".8byte fio_is_closed",
     ".8byte fio_is_valid",
+    ".8byte fio_run_every",
     ".8byte FIO_LOG_LEVEL",
     ".popsection",
 );
@@ -173,6 +184,19 @@ pub fn timeout_get(uuid: isize) -> u8 {
         },
         _ => 0,
     }
+}
+
+/// `fio_run_every(ms, 0, task, NULL, NULL)`: runs `task` every `ms`
+/// milliseconds on a facil.io thread, for as long as the reactor runs.
+pub fn run_every(ms: usize, task: unsafe extern "C" fn(*mut c_void)) -> Result<(), NoHost> {
+    match host().run_every {
+        // SAFETY: plain host call; the task ignores its argument.
+        Some(f) => unsafe {
+            f(ms, 0, Some(task), core::ptr::null_mut(), None);
+        },
+        None => return Err(NoHost),
+    }
+    Ok(())
 }
 
 /// `fio_is_closed`: true when the uuid is invalid, closed or closing.
