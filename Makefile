@@ -306,6 +306,7 @@ install: all
 	  'Name: fio_tls' \
 	  'Description: TLS over OpenSSL for facil.io 0.7.0.beta4 (the fio_tls API)' \
 	  'Version: $(VERSION)' \
+	  'Requires.private: openssl' \
 	  'Libs: -L$${libdir} -lfio_tls' \
 	  'Libs.private: $(FIO_TLS_STATIC_LIBS)' \
 	  'Cflags: -I$${includedir}' \

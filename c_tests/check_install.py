@@ -77,7 +77,8 @@ def main():
           re.search(rf"^prefix={re.escape(args.prefix)}$", text, re.M) is not None)
 
     if shutil.which("pkg-config"):
-        env = dict(os.environ, PKG_CONFIG_PATH=pcdir, PKG_CONFIG_LIBDIR=pcdir)
+        # our .pc first, then the system's (fio_tls.pc requires openssl.pc)
+        env = dict(os.environ, PKG_CONFIG_PATH=pcdir)
         q = lambda *a: subprocess.run(["pkg-config", *a, "fio_tls"], env=env,
                                       capture_output=True, text=True)
         mv, libs = q("--modversion"), q("--static", "--libs")

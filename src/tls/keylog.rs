@@ -11,6 +11,7 @@ use once_cell::sync::Lazy;
 use openssl::ssl::SslContextBuilder;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 static KEYLOG: Lazy<Option<Mutex<File>>> = Lazy::new(|| {
@@ -19,7 +20,8 @@ static KEYLOG: Lazy<Option<Mutex<File>>> = Lazy::new(|| {
         return None;
     }
     let shown = path.to_string_lossy().into_owned();
-    match OpenOptions::new().create(true).append(true).open(&path) {
+    // Owner-only: anyone who reads the file can decrypt the traffic.
+    match OpenOptions::new().create(true).append(true).mode(0o600).open(&path) {
         Ok(file) => {
             log_warning!("SSLKEYLOGFILE is set: TLS session secrets are appended to \"{shown}\" (debugging only)");
             Some(Mutex::new(file))
