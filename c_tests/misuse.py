@@ -36,6 +36,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 class Suite:
@@ -378,12 +380,9 @@ def server_checks(suite, server_bin, fixdir, tmp, secrets):
                 len(warnings) == 1 and warnings[0].startswith("WARNING: fio_tls: ")
                 and keylog in warnings[0], "\n".join(warnings) or log[-1500:])
     mode = os.stat(keylog).st_mode & 0o777 if os.path.exists(keylog) else None
-    ok = mode is not None and mode & 0o077 == 0
-    print(f"{'ok' if ok else 'not ok'} - keylog: the file is private to its owner (mode "
-          f"{oct(mode) if mode is not None else None})"
-          + ("" if ok else " # TODO known library bug: the key log is created with the "
-             "umask's mode (0644 here), readable by every local user; create it 0600 "
-             "(src/tls/keylog.rs)"))
+    suite.check(f"keylog: the file is private to its owner (mode "
+                f"{oct(mode) if mode is not None else None}, umask {oct(UMASK)})",
+                mode is not None and mode & 0o077 == 0)
     bad = leaked(log, secrets + [l.split()[-1] for l in theirs])
     suite.check("keylog: the secrets go to the file only, never to the log", not bad,
                 f"found: {[b[:24] + '...' for b in bad]}")
