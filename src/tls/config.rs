@@ -9,7 +9,8 @@
 //! Defaults (server and client): TLS 1.2 and 1.3 only; TLS 1.2 suites are
 //! ECDHE with AES-GCM or ChaCha20-Poly1305 (forward secret AEAD only), in the
 //! server's order; groups X25519, P-256, P-384; no compression; no
-//! renegotiation; session tickets and the server session cache on.
+//! renegotiation; session tickets (keys rotated, see [`super::tickets`])
+//! and the server session cache on.
 
 use super::error::ConfigError;
 use super::{pem, selfsigned};
@@ -307,6 +308,7 @@ fn server_builder(entry: &CertEntry, trust: Option<&Trust>) -> Result<SslContext
     common_settings(&mut b)?;
     b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
     b.set_session_id_context(b"fio_tls")?;
+    super::tickets::install(&mut b);
     b.set_private_key(&entry.key)?;
     b.set_certificate(&entry.chain[0])?;
     for intermediate in &entry.chain[1..] {

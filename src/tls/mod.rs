@@ -11,6 +11,7 @@ pub mod keylog;
 pub mod pem;
 pub mod selfsigned;
 mod sys;
+pub mod tickets;
 
 pub use config::{Built, CertEntry, Protocol, TlsConfig};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};

@@ -13,7 +13,9 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
 use openssl::x509::{X509NameBuilder, X509};
 
 /// Days a generated certificate stays valid.
@@ -55,6 +57,12 @@ pub fn generate(name: &str) -> Result<(PKey<Private>, X509), ConfigError> {
     }
     let san = san.build(&b.x509v3_context(None, None))?;
     b.append_extension(san)?;
+    // Key identifiers (RFC 5280 4.2.1.1-2): strict validators that pin the
+    // certificate require them.
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ski)?;
+    let aki = AuthorityKeyIdentifier::new().keyid(true).build(&b.x509v3_context(None, None))?;
+    b.append_extension(aki)?;
     b.sign(&key, MessageDigest::sha256())?;
     Ok((key, b.build()))
 }
