@@ -94,7 +94,7 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # make check
 # ---------------------------------------------------------------------------
 check: check-header-fresh all check-rust check-library check-install check-facil \
-       check-misuse
+       check-misuse torture-quick
 	@echo "make check: all steps passed"
 
 # The build regenerates include/fio_tls.h: it must come out identical to the
@@ -321,3 +321,26 @@ uninstall:
 clean:
 	$(CARGO) clean
 	rm -rf $(BUILD) c_tests/__pycache__
+
+# ---------------------------------------------------------------------------
+# torture suite (issue 4): hostile and heavy traffic against a real facil.io
+#   make torture        full run (~4 min): every item of issue 4, full counts
+#   make torture-quick  shortened counts (~70 s); part of make check
+# c_tests/torture_server.c is built in static mode by the pattern rules
+# above ($(CT)/%.o, $(CT)/static/%); outputs and logs go to build/torture/.
+# ---------------------------------------------------------------------------
+TORTURE_BIN := $(CT)/static/torture_server
+TORTURE_OUT := $(BUILD)/torture
+VALGRIND    ?= valgrind
+.SECONDARY: $(CT)/torture_server.o
+.PHONY: torture torture-quick
+
+ifeq ($(FACIL_IO_FOUND),)
+torture torture-quick:
+	@echo "SKIP torture suite: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR), FACIL_IO_STATIC=$(FACIL_IO_STATIC)); set these make variables to run it"
+else
+torture: all $(TORTURE_BIN)
+	$(PYTHON) c_tests/torture.py --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
+torture-quick: all $(TORTURE_BIN)
+	$(PYTHON) c_tests/torture.py --quick --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
+endif
