@@ -348,3 +348,40 @@ torture: all $(TORTURE_BIN)
 torture-quick: all $(TORTURE_BIN)
 	$(PYTHON) c_tests/torture.py --quick --items $(TORTURE_QUICK_ITEMS) --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
 endif
+
+# ---------------------------------------------------------------------------
+# benchmarks (issue 6): make bench [BENCH_QUICK=1] [BENCH_ARGS="--reps 5"]
+# Installs nginx, h2load (nghttp2-client) and wrk with apt-get when missing
+# (and stops the service the nginx package may start), builds
+# build/bench/bench_server in static mode, runs bench/bench.py, which prints
+# the table and writes bench/results.md. Loopback only.
+# ---------------------------------------------------------------------------
+BENCH_BIN  := $(BUILD)/bench/bench_server
+BENCH_ARGS ?=
+.PHONY: bench bench-deps
+
+bench-deps:
+	@missing=""; \
+	for pair in nginx:nginx h2load:nghttp2-client wrk:wrk taskset:util-linux; do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${pair%%:*} ] || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "bench: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  (service nginx stop || /usr/sbin/nginx -s stop) >/dev/null 2>&1 || true; \
+	fi
+
+$(BUILD)/bench/bench_server.o: bench/bench_server.c $(HEADER)
+	@mkdir -p $(dir $@)
+	$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
+
+$(BENCH_BIN): $(BUILD)/bench/bench_server.o $(BUILD)/libfio_tls.a
+	$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
+
+ifeq ($(FACIL_IO_FOUND),)
+bench:
+	@echo "SKIP bench: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR), FACIL_IO_STATIC=$(FACIL_IO_STATIC)); set these make variables to run it"
+else
+bench: all bench-deps $(BENCH_BIN)
+	$(PYTHON) bench/bench.py --server-bin $(BENCH_BIN) --work $(BUILD)/bench/run $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+endif
