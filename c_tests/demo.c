@@ -19,22 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "https_headers.h"
 
 static const char body[] = "Hello, TLS world! (facil.io + libfio_tls)\n";
 
-/* Headers an HTTPS deployment sends (HSTS and two common security
- * headers); the scanners of make scan look for them. */
-static void set_hsts(http_s *h) {
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"strict-transport-security", .len = 25},
-                   (fio_str_info_s){.data = (char *)"max-age=31536000", .len = 16});
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"x-content-type-options", .len = 22},
-                   (fio_str_info_s){.data = (char *)"nosniff", .len = 7});
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"x-frame-options", .len = 15},
-                   (fio_str_info_s){.data = (char *)"DENY", .len = 4});
-}
-
 static void on_request(http_s *h) {
-  set_hsts(h);
+  set_https_headers(h);
   http_set_header(h, HTTP_HEADER_CONTENT_TYPE, http_mimetype_find("txt", 3));
   http_send_body(h, (void *)body, sizeof(body) - 1);
 }

@@ -62,6 +62,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "https_headers.h"
 
 #define HELLO_BODY "Hello from facil.io over fio_tls\n"
 #define BIG_LINES 100000
@@ -116,19 +117,8 @@ static void send_big(http_s *h) {
   free(buf);
 }
 
-/* Headers an HTTPS deployment sends (HSTS and two common security
- * headers); the scanners of make scan look for them. */
-static void set_hsts(http_s *h) {
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"strict-transport-security", .len = 25},
-                   (fio_str_info_s){.data = (char *)"max-age=31536000", .len = 16});
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"x-content-type-options", .len = 22},
-                   (fio_str_info_s){.data = (char *)"nosniff", .len = 7});
-  http_set_header2(h, (fio_str_info_s){.data = (char *)"x-frame-options", .len = 15},
-                   (fio_str_info_s){.data = (char *)"DENY", .len = 4});
-}
-
 static void on_http_request(http_s *h) {
-  set_hsts(h);
+  set_https_headers(h);
   if (fiobj_equals(h->method, "POST")) {
     char reply[80];
     size_t len = 0;
