@@ -456,12 +456,20 @@ unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_v
         let mut tls = conn.lock();
         let data = std::slice::from_raw_parts(buf as *const u8, count);
         match tls.write(data) {
+            // A short write is back-pressure: facil.io's fio_flush returns 1
+            // and polls for writability. Forcing an event here would call
+            // us straight back on a full socket (a busy loop).
+            Ok(n) if n < count => n as ssize_t,
             Ok(n) => {
-                if tls.pending_output() > 0 {
-                    // The kernel did not take everything: make facil.io
-                    // call flush when the socket is writable again.
-                    sys::force_event(uuid, FIO_EVENT_ON_READY);
-                }
+                // A full write. Two facil.io 0.7.0.beta4 quirks need one
+                // more fio_flush: our leftover ciphertext (if the kernel did
+                // not take it all) is only sent by flush, and its file
+                // sender (fio_sock_write_from_fd) drops a finished file
+                // packet only on a later call. It also retries forever if
+                // errno still holds a stale EAGAIN when it reads the file's
+                // end, so clear errno.
+                set_errno(0);
+                sys::force_event(uuid, FIO_EVENT_ON_READY);
                 n as ssize_t
             }
             Err(e) => fail_with(&e),
