@@ -848,7 +848,9 @@ DROPPED = re.compile(r"^(TLS 1\.[23]: )?(EOFError|SSLEOFError|"
 
 def item3(ctx):
     n = ctx.n("abrupt")
-    srv = Server(ctx, "item3", threads=2, workers=2)
+    # TORTURE_ITEM3_THREADS: for the open stall (issue 4), which shows with 2
+    # threads (about 1 quick run in 4) and not with 1.
+    srv = Server(ctx, "item3", threads=int(os.environ.get("TORTURE_ITEM3_THREADS", "2")), workers=2)
     try:
         srv.wait_ready()
         # warm-up (allocator, lazy state): not in the counters, but its
