@@ -41,6 +41,10 @@ extern "C" {
  * naming the file and the reason (missing or unreadable file, no valid
  * PEM, key/certificate mismatch, encrypted key, only one of the two files).
  * The string arguments are copied; the caller keeps ownership. Thread-safe.
+ *
+ * # Safety
+ * Each string argument must be NULL or point to a NUL-terminated string
+ * that stays valid for the duration of the call.
  */
 fio_tls_s *fio_tls_new(const char *server_name,
                        const char *private_key_file,
@@ -57,6 +61,12 @@ fio_tls_s *fio_tls_new(const char *server_name,
  * On error (NULL or destroyed `tls`, unusable file) one error line is
  * logged and the object is unchanged. Connections already started keep the
  * certificates they began with. Thread-safe.
+ *
+ * # Safety
+ * `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+ * or foreign pointer is detected and reported, but must not be freed
+ * memory that was reused for something else). Each string argument must be
+ * NULL or point to a NUL-terminated string valid for the call.
  */
 void fio_tls_cert_add(fio_tls_s *tls,
                       const char *server_name,
@@ -81,9 +91,17 @@ void fio_tls_cert_add(fio_tls_s *tls,
  * may be NULL (the name is negotiated; the application attaches its own
  * protocol). On error one error line is logged and nothing changes.
  * Thread-safe.
+ *
+ * # Safety
+ * `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+ * or foreign pointer is detected and reported, but must not be freed
+ * memory that was reused for something else). Each string argument must be
+ * NULL or point to a NUL-terminated string valid for the call. `callback` must be NULL or a function
+ * that stays callable while connections from `tls` may finish handshakes.
  */
-void fio_tls_proto_add(fio_tls_s *tls, const char *protocol_name, void (*callback)(intptr_t uuid,
-                                                                                   void *udata));
+void fio_tls_proto_add(fio_tls_s *tls,
+                       const char *protocol_name,
+                       void (*callback)(intptr_t uuid, void *udata));
 
 /**
  * Extension (not in facil.io 0.7.0.beta4; same name and shape as
@@ -105,6 +123,12 @@ void fio_tls_proto_add(fio_tls_s *tls, const char *protocol_name, void (*callbac
  * source. On error (NULL or destroyed `tls`, unreadable or invalid file)
  * one error line is logged and nothing changes. Connections already
  * started are not affected. Thread-safe.
+ *
+ * # Safety
+ * `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+ * or foreign pointer is detected and reported, but must not be freed
+ * memory that was reused for something else). Each string argument must be
+ * NULL or point to a NUL-terminated string valid for the call.
  */
 void fio_tls_trust(fio_tls_s *tls, const char *ca_file);
 
@@ -123,6 +147,10 @@ void fio_tls_trust(fio_tls_s *tls, const char *ca_file);
  * DEBUG for peers that simply hang up). A NULL or destroyed `tls`, or a
  * uuid that is not open, logs an error and closes `uuid`. Thread-safe; the
  * connection keeps its own reference to the settings.
+ *
+ * # Safety
+ * `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
+ * invalid one is detected and reported). `udata` is never dereferenced.
  */
 void fio_tls_accept(intptr_t uuid, fio_tls_s *tls, void *udata);
 
@@ -139,6 +167,10 @@ void fio_tls_accept(intptr_t uuid, fio_tls_s *tls, void *udata);
  * first added) gets `(uuid, udata)`. A failed handshake closes the
  * connection and logs one WARNING line; no callback runs. Errors as in
  * `fio_tls_accept`. Thread-safe.
+ *
+ * # Safety
+ * `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
+ * invalid one is detected and reported). `udata` is never dereferenced.
  */
 void fio_tls_connect(intptr_t uuid, fio_tls_s *tls, void *udata);
 
@@ -149,6 +181,10 @@ void fio_tls_connect(intptr_t uuid, fio_tls_s *tls, void *udata);
  * own reference to the contexts they use, freed when they close. Passing
  * an object twice (or one not made by `fio_tls_new`) logs an error and
  * does nothing. Thread-safe, but the caller must not use `tls` afterwards.
+ *
+ * # Safety
+ * `tls` must be NULL or a pointer returned by `fio_tls_new`, not used by
+ * another thread during or after this call.
  */
 void fio_tls_destroy(fio_tls_s *tls);
 

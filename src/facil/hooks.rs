@@ -137,7 +137,8 @@ unsafe fn live_conn(udata: *mut c_void, uuid: isize) -> Option<Arc<HostConn>> {
 /// same for all, so the queue is ordered by deadline too and a sweep only
 /// looks at the expired front. Entries are weak: a connection that ended
 /// is simply skipped.
-static HANDSHAKES: Lazy<Mutex<VecDeque<(Instant, Weak<HostConn>)>>> = Lazy::new(|| Mutex::new(VecDeque::new()));
+type DeadlineQueue = VecDeque<(Instant, Weak<HostConn>)>;
+static HANDSHAKES: Lazy<Mutex<DeadlineQueue>> = Lazy::new(|| Mutex::new(VecDeque::new()));
 /// The process that installed the sweep timer (facil.io workers are forked
 /// processes, each with its own reactor and timers).
 static SWEEPER_PID: AtomicI32 = AtomicI32::new(0);
@@ -261,10 +262,8 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
     if tls.pending_output() > 0 {
         sys::force_event(conn.uuid, FIO_EVENT_ON_READY);
     }
-    if step == Handshake::Done {
-        if !conn.handed_over.swap(true, Ordering::AcqRel) {
-            schedule_handover(conn);
-        }
+    if step == Handshake::Done && !conn.handed_over.swap(true, Ordering::AcqRel) {
+        schedule_handover(conn);
     }
     step
 }

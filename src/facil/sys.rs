@@ -128,19 +128,27 @@ pub fn log_level() -> Option<c_int> {
 pub struct NoHost;
 
 /// `fio_rw_hook_set`: 0 on success, -1 when the uuid is already closed.
+///
+/// # Safety
 /// `hooks` must stay valid for the life of the process (the host keeps it and
-/// fills NULL slots in place).
+/// fills NULL slots in place); `udata` must stay valid until `cleanup`.
 pub unsafe fn rw_hook_set(uuid: isize, hooks: *mut FioRwHooks, udata: *mut c_void) -> Result<c_int, NoHost> {
     host().rw_hook_set.map(|f| f(uuid, hooks, udata)).ok_or(NoHost)
 }
 
 /// `fio_attach`: replaces the uuid's protocol (the old one's `on_close` is
 /// scheduled by the host).
+///
+/// # Safety
+/// `protocol` must stay valid until the host calls its `on_close`.
 pub unsafe fn attach(uuid: isize, protocol: *mut FioProtocol) -> Result<(), NoHost> {
     host().attach.map(|f| f(uuid, protocol)).ok_or(NoHost)
 }
 
 /// `fio_defer`: schedules `task(a, b)` on a facil.io worker thread.
+///
+/// # Safety
+/// `a` and `b` must stay valid until `task` runs.
 pub unsafe fn defer(task: unsafe extern "C" fn(*mut c_void, *mut c_void), a: *mut c_void, b: *mut c_void) -> Result<c_int, NoHost> {
     host().defer.map(|f| f(Some(task), a, b)).ok_or(NoHost)
 }

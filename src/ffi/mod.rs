@@ -107,6 +107,10 @@ impl fio_tls_s {
 /// naming the file and the reason (missing or unreadable file, no valid
 /// PEM, key/certificate mismatch, encrypted key, only one of the two files).
 /// The string arguments are copied; the caller keeps ownership. Thread-safe.
+///
+/// # Safety
+/// Each string argument must be NULL or point to a NUL-terminated string
+/// that stays valid for the duration of the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_new(
     server_name: *const c_char,
@@ -150,6 +154,12 @@ pub unsafe extern "C" fn fio_tls_new(
 /// On error (NULL or destroyed `tls`, unusable file) one error line is
 /// logged and the object is unchanged. Connections already started keep the
 /// certificates they began with. Thread-safe.
+///
+/// # Safety
+/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+/// or foreign pointer is detected and reported, but must not be freed
+/// memory that was reused for something else). Each string argument must be
+/// NULL or point to a NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_cert_add(
     tls: *mut fio_tls_s,
@@ -188,6 +198,13 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// may be NULL (the name is negotiated; the application attaches its own
 /// protocol). On error one error line is logged and nothing changes.
 /// Thread-safe.
+///
+/// # Safety
+/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+/// or foreign pointer is detected and reported, but must not be freed
+/// memory that was reused for something else). Each string argument must be
+/// NULL or point to a NUL-terminated string valid for the call. `callback` must be NULL or a function
+/// that stays callable while connections from `tls` may finish handshakes.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_proto_add(
     tls: *mut fio_tls_s,
@@ -229,6 +246,12 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 /// source. On error (NULL or destroyed `tls`, unreadable or invalid file)
 /// one error line is logged and nothing changes. Connections already
 /// started are not affected. Thread-safe.
+///
+/// # Safety
+/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
+/// or foreign pointer is detected and reported, but must not be freed
+/// memory that was reused for something else). Each string argument must be
+/// NULL or point to a NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
     const API: &str = "fio_tls_trust";
@@ -270,6 +293,10 @@ unsafe fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void,
 /// DEBUG for peers that simply hang up). A NULL or destroyed `tls`, or a
 /// uuid that is not open, logs an error and closes `uuid`. Thread-safe; the
 /// connection keeps its own reference to the settings.
+///
+/// # Safety
+/// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
+/// invalid one is detected and reported). `udata` is never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void) {
     start("fio_tls_accept", uuid, tls, udata, Role::Server)
@@ -287,6 +314,10 @@ pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata:
 /// first added) gets `(uuid, udata)`. A failed handshake closes the
 /// connection and logs one WARNING line; no callback runs. Errors as in
 /// `fio_tls_accept`. Thread-safe.
+///
+/// # Safety
+/// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
+/// invalid one is detected and reported). `udata` is never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_connect(uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void) {
     start("fio_tls_connect", uuid, tls, udata, Role::Client)
@@ -298,6 +329,10 @@ pub unsafe extern "C" fn fio_tls_connect(uuid: isize, tls: *mut fio_tls_s, udata
 /// own reference to the contexts they use, freed when they close. Passing
 /// an object twice (or one not made by `fio_tls_new`) logs an error and
 /// does nothing. Thread-safe, but the caller must not use `tls` afterwards.
+///
+/// # Safety
+/// `tls` must be NULL or a pointer returned by `fio_tls_new`, not used by
+/// another thread during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
     const API: &str = "fio_tls_destroy";

@@ -350,13 +350,13 @@ impl Connection {
 
     fn write_all_now(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            let n = self.stream.ssl_write(buf).map_err(|e| self.to_io(e))?;
+            let n = self.stream.ssl_write(buf).map_err(|e| self.fail_io(e))?;
             buf = &buf[n..];
         }
         Ok(())
     }
 
-    fn to_io(&mut self, e: openssl::ssl::Error) -> io::Error {
+    fn fail_io(&mut self, e: openssl::ssl::Error) -> io::Error {
         let reason = self.describe_error(&e);
         self.phase = Phase::Failed;
         match e.into_io_error() {
@@ -389,7 +389,7 @@ impl Connection {
                         self.phase = Phase::Failed;
                         return ReadOutcome::Closed;
                     }
-                    ReadOutcome::Error(self.to_io(e))
+                    ReadOutcome::Error(self.fail_io(e))
                 }
             },
         }
