@@ -332,21 +332,34 @@ unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
         drop(tls);
         match step {
             Handshake::InProgress => {}
-            // Our on_data runs only while our protocol is attached. Once the
-            // hand-over ran, still being here means no protocol took the
-            // connection (none added, a NULL callback, or a callback that
-            // did not attach one): nothing would ever read it.
-            Handshake::Done if conn.handover_done.load(Ordering::Acquire) => {
-                log_warning!(
-                    "uuid {uuid:#x}: TLS handshake done but no protocol took the connection \
-                     (add one with fio_tls_proto_add, or fio_attach one); closing"
-                );
-                sys::close(uuid);
-            }
+            Handshake::Done if conn.handover_done.load(Ordering::Acquire) => close_if_abandoned(uuid, pr),
             Handshake::Done => {}
             Handshake::Failed(_) => sys::close(uuid),
         }
     });
+}
+
+/// Our `on_data` after the hand-over ran. Being here proves nothing by
+/// itself: facil.io looks the protocol up before it calls `on_data`, and the
+/// hand-over runs on another thread, so an event may reach us just after
+/// the application attached its own protocol. Only when ours is *still* the
+/// uuid's protocol did no callback take the connection (none added, a NULL
+/// callback, or a callback that attached nothing); then nothing would ever
+/// read it, so it is closed.
+fn close_if_abandoned(uuid: isize, ours: *mut FioProtocol) {
+    match sys::current_protocol(uuid) {
+        sys::CurrentProtocol::Is(pr) if pr == ours => {
+            log_warning!(
+                "uuid {uuid:#x}: TLS handshake done but no protocol took the connection \
+                 (add one with fio_tls_proto_add, or fio_attach one); closing"
+            );
+            sys::close(uuid);
+        }
+        // Replaced: the application's protocol gets its own data event.
+        sys::CurrentProtocol::Is(_) | sys::CurrentProtocol::Gone => {}
+        // The host's protocol lock is busy: look again on a later pass.
+        sys::CurrentProtocol::Busy => sys::force_event(uuid, FIO_EVENT_ON_DATA),
+    }
 }
 
 /// facil.io's timeout ping. The deadline sweep alone decides when a

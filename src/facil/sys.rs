@@ -30,6 +30,10 @@ pub struct FioRwHooks {
     pub cleanup: Option<unsafe extern "C" fn(*mut c_void)>,
 }
 
+/// `FIO_PR_LOCK_STATE` of `enum fio_protocol_lock_e` (fio.h): the lock that
+/// promises to read static protocol data only; no host task takes it.
+pub const FIO_PR_LOCK_STATE: c_int = 2;
+
 /// `enum fio_io_event` (fio.h).
 pub const FIO_EVENT_ON_DATA: c_int = 0;
 pub const FIO_EVENT_ON_READY: c_int = 1;
@@ -63,6 +67,8 @@ struct HostTable {
         ) -> c_int,
     >,
     log_level: *const c_int,
+    protocol_try_lock: Option<unsafe extern "C" fn(isize, c_int) -> *mut FioProtocol>,
+    protocol_unlock: Option<unsafe extern "C" fn(*mut FioProtocol, c_int)>,
 }
 
 // Weak references: a missing definition resolves to 0 instead of a link error.
@@ -79,6 +85,8 @@ core::arch::global_asm!(
     ".weak fio_is_valid",
     ".weak fio_run_every",
     ".weak FIO_LOG_LEVEL",
+    ".weak fio_protocol_try_lock",
+    ".weak fio_protocol_unlock",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
     ".globl fio_tls_private_host_table",
@@ -95,6 +103,8 @@ core::arch::global_asm!(
     ".8byte fio_is_valid",
     ".8byte fio_run_every",
     ".8byte FIO_LOG_LEVEL",
+    ".8byte fio_protocol_try_lock",
+    ".8byte fio_protocol_unlock",
     ".popsection",
 );
 
@@ -213,5 +223,41 @@ pub fn is_closed(uuid: isize) -> bool {
         // SAFETY: plain host call.
         Some(f) => unsafe { f(uuid) != 0 },
         None => true,
+    }
+}
+
+/// Which protocol a uuid has right now, as seen by
+/// `fio_protocol_try_lock(uuid, FIO_PR_LOCK_STATE)` (immediately unlocked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentProtocol {
+    /// The uuid's protocol is the given object.
+    Is(*mut FioProtocol),
+    /// No protocol, or the uuid is closed (`EBADF`).
+    Gone,
+    /// The host's protocol lock was busy (`EWOULDBLOCK`): ask again later.
+    Busy,
+}
+
+/// The uuid's current protocol (see [`CurrentProtocol`]); `Gone` without a
+/// host. Takes and releases the host's per-fd protocol spin lock, never the
+/// socket lock, so it may be called from inside a protocol callback.
+pub fn current_protocol(uuid: isize) -> CurrentProtocol {
+    let (Some(lock), Some(unlock)) = (host().protocol_try_lock, host().protocol_unlock) else {
+        return CurrentProtocol::Gone;
+    };
+    // SAFETY: plain host calls; the host validates the uuid, and we unlock
+    // exactly what it locked.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let pr = lock(uuid, FIO_PR_LOCK_STATE);
+        if pr.is_null() {
+            return if *libc::__errno_location() == libc::EWOULDBLOCK {
+                CurrentProtocol::Busy
+            } else {
+                CurrentProtocol::Gone
+            };
+        }
+        unlock(pr, FIO_PR_LOCK_STATE);
+        CurrentProtocol::Is(pr)
     }
 }
