@@ -473,15 +473,22 @@ unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_v
             // us straight back on a full socket (a busy loop).
             Ok(n) if n < count => n as ssize_t,
             Ok(n) => {
-                // A full write. Two facil.io 0.7.0.beta4 quirks need one
-                // more fio_flush: our leftover ciphertext (if the kernel did
-                // not take it all) is only sent by flush, and its file
-                // sender (fio_sock_write_from_fd) drops a finished file
-                // packet only on a later call. It also retries forever if
-                // errno still holds a stale EAGAIN when it reads the file's
-                // end, so clear errno.
-                set_errno(0);
-                sys::force_event(uuid, FIO_EVENT_ON_READY);
+                // A full write. facil.io 0.7.0.beta4's file sender
+                // (fio_sock_write_from_fd) drops a finished file packet only
+                // on a later fio_flush: after the last chunk it reads past
+                // the end and then looks at errno. A "try later" errno it
+                // does not retry itself (a stale EAGAIN would make it spin)
+                // makes fio_flush report more to send, so the poller comes
+                // back for that packet; buffer packets never read errno.
+                // Forcing a write event instead would run a second
+                // concurrent fio_flush, and two flushes of a closing
+                // connection both close(2) its fd (facil.io's double close).
+                set_errno(libc::ENOTCONN);
+                // Ciphertext the kernel did not take is sent only by our
+                // flush hook, which facil.io calls when no packet is left.
+                if tls.pending_output() > 0 {
+                    sys::force_event(uuid, FIO_EVENT_ON_READY);
+                }
                 n as ssize_t
             }
             Err(e) => fail_with(&e),
@@ -509,7 +516,17 @@ unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize
         return 0;
     };
     boundary("close hook", 0, || {
-        let left = conn.lock().shutdown();
+        let mut tls = conn.lock();
+        // facil.io 0.7.0.beta4 closes an fd whose peer hung up from its
+        // poller by fd *number*, racing any other thread that is closing
+        // the same connection (the second close(2) can hit an fd number
+        // already reused by a new connection or a request body's temporary
+        // file). A close_notify that reached the peer before our close(2)
+        // invites exactly that: the peer answers with its FIN at once. So
+        // the close_notify leaves together with our FIN, as a plain-TCP
+        // close would.
+        tls.hold_until_close();
+        let left = tls.shutdown();
         // Non-zero: facil.io waits for flush to report 0 before closing.
         (left > 0) as ssize_t
     })

@@ -424,6 +424,31 @@ impl Connection {
         self.stream.get_mut().drain()
     }
 
+    /// Asks the kernel to hold the connection's last partial TCP segment
+    /// (`TCP_CORK`) until the fd is closed, so that what is written from now
+    /// on (the close_notify) reaches the peer together with the FIN, not
+    /// earlier. Call it only when the fd's owner closes it right after: the
+    /// kernel sends held bytes after 200 ms anyway. Harmless (ignored) on
+    /// sockets that are not TCP.
+    pub fn hold_until_close(&mut self) {
+        let fd = self.stream.get_ref().fd;
+        if fd == NO_FD {
+            return;
+        }
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid pointer and length; failure (not
+        // TCP, fd already gone) changes nothing we rely on.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Sends close_notify once (if the session is healthy) and tries to
     /// deliver it. Returns the bytes still waiting.
     pub fn shutdown(&mut self) -> usize {
