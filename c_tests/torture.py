@@ -836,11 +836,12 @@ class Honest:
 
 
 # A connection the server dropped (EOF, reset) rather than corrupted. With
-# threads > 1 facil.io 0.7.0.beta4 itself drops a few innocent connections
-# under this load, TLS or not (fio_poll closes fd2uuid(fd) of an error event
-# that may belong to the fd's previous connection; c_tests/
-# torture_repro_abuse.py --mode plain shows it without TLS), so item 3
-# tolerates a few of those and fails on anything else.
+# threads > 1 facil.io 0.7.0.beta4 can close an innocent connection under
+# this load, TLS or not: its poller closes a hung-up peer's fd by *number*,
+# racing the thread that is closing the same connection, and the second
+# close(2) may hit the number's next owner (c_tests/torture_repro_abuse.py
+# --mode plain shows it without TLS). Item 3 tolerates a few of those and
+# fails on anything else.
 DROPPED = re.compile(r"^(TLS 1\.[23]: )?(EOFError|SSLEOFError|"
                      r"ConnectionResetError|BrokenPipeError|"
                      r"ConnectionAbortedError)\b")
@@ -848,8 +849,9 @@ DROPPED = re.compile(r"^(TLS 1\.[23]: )?(EOFError|SSLEOFError|"
 
 def item3(ctx):
     n = ctx.n("abrupt")
-    # TORTURE_ITEM3_THREADS: for the open stall (issue 4), which shows with 2
-    # threads (about 1 quick run in 4) and not with 1.
+    # TORTURE_ITEM3_THREADS: run the item with another thread count
+    # (default 2: the read hook and the write hooks of one connection can
+    # then run at once).
     srv = Server(ctx, "item3", threads=int(os.environ.get("TORTURE_ITEM3_THREADS", "2")), workers=2)
     try:
         srv.wait_ready()
@@ -1237,6 +1239,17 @@ def ws_verify(msg):
 # request's bytes in the body file) and drops connections, so it would hide
 # what this item is about: the library's own thread safety. Client-first
 # closes are exercised by items 3 and 7.
+BODY_MISMATCH = re.compile(r"BODY MISMATCH content-length=(\d+) body_object=yes "
+                           r"stored=(-?\d+)")
+
+
+def host_fd_race(err):
+    """A /sum answer saying facil.io's stored request body is not
+    content-length bytes long (see item 6)."""
+    m = BODY_MISMATCH.search(err)
+    return bool(m) and int(m.group(1)) != int(m.group(2))
+
+
 def item6(ctx):
     n_http = ctx.n("http_clients")
     n_ws = ctx.n("ws_clients")
@@ -1272,7 +1285,7 @@ def item6(ctx):
                             status, _, got = c.read_response()
                             want = f"len={len(body)} crc32={zlib.crc32(body):08x}\n".encode()
                             if status != 200 or got != want:
-                                raise RuntimeError(f"POST {len(body)}: {status} {got[:60]!r}")
+                                raise RuntimeError(f"POST {len(body)}: {status} {got[:160]!r}")
                             with lock:
                                 http_stats["up"] += len(body)
                         else:
@@ -1359,12 +1372,16 @@ def item6(ctx):
         crashes = srv.crash_lines()
         same_workers = srv.alive() and srv.pids() == pids0
         st = srv.stats()
-        # The server could not read back the request body's temporary file
-        # (its fd was closed under it): facil.io's double close of a reused
-        # fd, which the library never touches (torture_repro_upload.py shows
-        # it over plain HTTP). Tolerated at a low rate and reported; any
-        # other error, a checksum mismatch included, fails the item.
-        host_races = [e for e in http_err if "BODY MISMATCH" in e and "stored=-1" in e]
+        # The body file facil.io handed the application does not hold
+        # content-length bytes (stored=-1: its fd was closed under it; more or
+        # fewer bytes: another file or connection got that fd number). That
+        # is facil.io's double close of a reused fd, which the library cannot
+        # cause: it never closes an fd, and its bytes go through facil.io's
+        # parser, which stores exactly content-length of them (wrong bytes
+        # would show as a checksum mismatch, which fails the item).
+        # torture_repro_upload.py --mode plain shows the same without TLS.
+        # Tolerated at a low rate and reported.
+        host_races = [e for e in http_err if host_fd_race(e)]
         own_err = [e for e in http_err if e not in host_races]
         race_limit = max(1, (3 * n_http) // 100)
         ok = (not own_err and len(host_races) <= race_limit and not ws_err
