@@ -145,7 +145,9 @@ void fio_tls_trust(fio_tls_s *tls, const char *ca_file);
  *
  * A handshake failure closes the connection and logs one line (INFO level;
  * DEBUG for peers that simply hang up). A NULL or destroyed `tls`, or a
- * uuid that is not open, logs an error and closes `uuid`. Thread-safe; the
+ * uuid that is not open, logs an error and closes `uuid`; a uuid facil.io
+ * is already closing (a peer that connected and hung up at once) is closed
+ * with a DEBUG line only. Thread-safe; the
  * connection keeps its own reference to the settings.
  *
  * # Safety

@@ -196,20 +196,35 @@ static mut HOOKS: FioRwHooks = FioRwHooks {
     cleanup: Some(hook_cleanup),
 };
 
+/// Why [`start`] did not start TLS.
+#[derive(Debug)]
+pub enum StartError {
+    /// A caller's mistake or a setup problem (worth an ERROR line).
+    Refused(String),
+    /// The connection was already closing when TLS could start: a peer that
+    /// hung up right after connecting, which is routine for a server.
+    Closing(String),
+}
+
 /// Starts TLS on `uuid`: sets the rw hooks, attaches the handshake protocol
 /// and schedules the first handshake step. On error nothing is left set.
-pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_void) -> Result<(), String> {
+pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_void) -> Result<(), StartError> {
     if !sys::host_present() {
-        return Err("facil.io is not linked into this process".into());
+        return Err(StartError::Refused("facil.io is not linked into this process".into()));
     }
     if sys::is_closed(uuid) {
-        return Err(format!("uuid {uuid:#x} is not an open connection"));
+        // Still the fd's current connection, but closing: facil.io is
+        // already closing it (a peer's hang-up seen by its poller).
+        if sys::is_valid(uuid) {
+            return Err(StartError::Closing(format!("uuid {uuid:#x} was closing before TLS could start")));
+        }
+        return Err(StartError::Refused(format!("uuid {uuid:#x} is not an open connection")));
     }
     let (ctx, peer_name) = match role {
         Role::Server => (&snapshot.server, None),
         Role::Client => (&snapshot.client, snapshot.server_name.as_deref()),
     };
-    let tls = Connection::new(ctx, role, sys::uuid2fd(uuid), peer_name)?;
+    let tls = Connection::new(ctx, role, sys::uuid2fd(uuid), peer_name).map_err(StartError::Refused)?;
     let conn = Arc::new(HostConn {
         uuid,
         udata: Udata(udata),
@@ -231,7 +246,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         // SAFETY: the host did not keep the pointer.
         live_shard(hook_udata as usize).remove(&(hook_udata as usize));
         drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
-        return Err(format!("uuid {uuid:#x} closed before TLS could start"));
+        return Err(StartError::Closing(format!("uuid {uuid:#x} closed before TLS could start")));
     }
     let conn_for_deadline = conn.clone();
     let proto = Box::new(HandshakeProtocol {

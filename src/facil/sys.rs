@@ -217,6 +217,16 @@ pub fn run_every(ms: usize, task: unsafe extern "C" fn(*mut c_void)) -> Result<(
     Ok(())
 }
 
+/// `fio_is_valid`: true while the uuid names the fd's current connection
+/// (facil.io's reuse counter matches), even if it is closing.
+pub fn is_valid(uuid: isize) -> bool {
+    match host().is_valid {
+        // SAFETY: plain host call.
+        Some(f) => unsafe { f(uuid) != 0 },
+        None => false,
+    }
+}
+
 /// `fio_is_closed`: true when the uuid is invalid, closed or closing.
 pub fn is_closed(uuid: isize) -> bool {
     match host().is_closed {

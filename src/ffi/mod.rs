@@ -7,7 +7,7 @@
 //! was. Nothing here exits, aborts, prompts or blocks on the terminal.
 
 use crate::facil::hooks::{self, boundary, Handler, ProtocolCallback, Snapshot};
-use crate::log::log_error;
+use crate::log::{log_debug, log_error};
 use crate::tls::{Role, TlsConfig};
 use libc::{c_char, c_void};
 use once_cell::sync::Lazy;
@@ -272,9 +272,18 @@ unsafe fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void,
             return;
         };
         let snapshot = tls.lock().built.clone();
-        if let Err(e) = hooks::start(uuid, snapshot, role, udata) {
-            log_error!("{api}: {e}");
-            crate::facil::sys::close(uuid);
+        match hooks::start(uuid, snapshot, role, udata) {
+            Ok(()) => {}
+            Err(hooks::StartError::Refused(e)) => {
+                log_error!("{api}: {e}");
+                crate::facil::sys::close(uuid);
+            }
+            // Routine (a peer that connected and hung up at once): DEBUG,
+            // like a handshake the peer abandons.
+            Err(hooks::StartError::Closing(e)) => {
+                log_debug!("{api}: {e}");
+                crate::facil::sys::close(uuid);
+            }
         }
     })
 }
@@ -291,7 +300,9 @@ unsafe fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void,
 ///
 /// A handshake failure closes the connection and logs one line (INFO level;
 /// DEBUG for peers that simply hang up). A NULL or destroyed `tls`, or a
-/// uuid that is not open, logs an error and closes `uuid`. Thread-safe; the
+/// uuid that is not open, logs an error and closes `uuid`; a uuid facil.io
+/// is already closing (a peer that connected and hung up at once) is closed
+/// with a DEBUG line only. Thread-safe; the
 /// connection keeps its own reference to the settings.
 ///
 /// # Safety
