@@ -16,6 +16,9 @@ import shutil
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Report  # noqa: E402
+
 STATIC_LIBS = ["-lssl", "-lcrypto", "-lpthread", "-ldl", "-lm"]
 
 
@@ -27,18 +30,10 @@ def main():
     ap.add_argument("--header", default="include/fio_tls.h")
     args = ap.parse_args()
 
-    passed = failed = 0
+    report = Report()
 
     def check(name, ok, detail=""):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok - install: {name}")
-        else:
-            failed += 1
-            print(f"FAIL - install: {name}")
-            for line in str(detail).splitlines():
-                print(f"#   {line}")
+        return report.check(f"install: {name}", ok, detail)
 
     base = args.root + args.prefix
     lib = os.path.join(base, "lib")
@@ -89,8 +84,7 @@ def main():
     else:
         print("ok - install: pkg-config reads fio_tls.pc # SKIP pkg-config not installed")
 
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return report.summary()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Report  # noqa: E402
+
 SEED_FUNCTIONS = {
     "fio_tls_new",
     "fio_tls_cert_add",
@@ -35,24 +38,6 @@ SEED_FUNCTIONS = {
     "fio_tls_destroy",
 }
 EXPECTED_SONAME = "libfio_tls.so.0"
-
-
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok - {name}")
-        else:
-            self.failed += 1
-            print(f"FAIL - {name}")
-            for line in str(detail).rstrip().splitlines():
-                print(f"#   {line}")
-        sys.stdout.flush()
-        return ok
 
 
 def run(argv):
@@ -172,8 +157,7 @@ def main():
             f"plain references: {sorted(undefined_refs & SEED_FUNCTIONS)}\n"
             f"mangled references: {mangled}")
 
-    print(f"{r.passed} passed, {r.failed} failed")
-    return 1 if r.failed else 0
+    return r.summary()
 
 
 if __name__ == "__main__":

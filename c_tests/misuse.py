@@ -32,29 +32,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+from harness import free_port  # noqa: E402
+
 UMASK = os.umask(0o022)
 os.umask(UMASK)
-
-
-class Suite:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok - {name}")
-        else:
-            self.failed += 1
-            print(f"not ok - {name}")
-            for line in str(detail).strip().splitlines()[:40]:
-                print(f"#   {line}")
-        return ok
 
 
 def sh(*argv, input=None, timeout=60):
@@ -189,44 +175,9 @@ def _row_detail(out, line):
 # a live server: logs and SSLKEYLOGFILE
 # ---------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, argv, env, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env)
-
-    def text(self):
-        if not self.log.closed:
-            self.log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
+class Server(harness.LoggedProcess):
     def wait_ready(self, port, timeout=10):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                return False
-            if re.search(rf"^READY {port}$", self.text(), re.M):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        return self.wait_for(rf"^READY {port}$", timeout, 0.05) is not None
 
 
 def s_client(port, *opts, input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"):
@@ -285,7 +236,7 @@ def server_checks(suite, server_bin, fixdir, tmp, secrets):
     port = free_port()
     decoy = os.path.join(tmp, "keylog-unset.txt")
     srv = Server([server_bin, "-l", "5", "certs", str(port), "localhost", key, cert],
-                 base_env, os.path.join(tmp, "server-unset.log"))
+                 os.path.join(tmp, "server-unset.log"), base_env)
     try:
         if not suite.check("server (FIO_LOG_LEVEL=5, SSLKEYLOGFILE unset) starts",
                            srv.wait_ready(port), srv.text()):
@@ -317,8 +268,7 @@ def server_checks(suite, server_bin, fixdir, tmp, secrets):
         holder.wait()
         found = key_copies_in_memory(srv.proc.pid, key)
         if found is None or control is None:
-            print("ok - server: key file bytes wiped after loading # SKIP /proc/PID/mem not readable")
-            suite.passed += 1
+            suite.skip("server: key file bytes wiped after loading", "/proc/PID/mem not readable")
         else:
             suite.check("server: the memory search finds the key file in a process that keeps "
                         "it (control)", bool(control), str(control))
@@ -348,7 +298,7 @@ def server_checks(suite, server_bin, fixdir, tmp, secrets):
     keylog = os.path.join(tmp, "server.keylog")
     env = dict(base_env, SSLKEYLOGFILE=keylog)
     srv = Server([server_bin, "certs", str(port), "localhost", key, cert],
-                 env, os.path.join(tmp, "server-keylog.log"))
+                 os.path.join(tmp, "server-keylog.log"), env)
     client_log = os.path.join(tmp, "client-set.keys")
     try:
         if not suite.check("server with SSLKEYLOGFILE set starts", srv.wait_ready(port),
@@ -400,10 +350,8 @@ def main():
                     help="sanitizer builds: first check that a use-after-free is caught")
     args = ap.parse_args()
 
-    suite = Suite()
-    if args.tmp_root:
-        os.makedirs(args.tmp_root, exist_ok=True)
-    tmp = os.path.abspath(tempfile.mkdtemp(prefix="fio_tls_misuse.", dir=args.tmp_root))
+    suite = harness.Report("not ok", harness.first_lines(40))
+    tmp = harness.make_tmp("fio_tls_misuse.", args.tmp_root)
     began = time.monotonic()
     try:
         os.chmod(tmp, 0o755)  # rows run as nobody read the fixtures
@@ -428,13 +376,9 @@ def main():
         for root, dirs, files in os.walk(tmp):
             for x in dirs:
                 os.chmod(os.path.join(root, x), 0o755)
-        if suite.failed or args.keep:
-            print(f"# files kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        harness.drop_tmp(tmp, suite.failed or args.keep, "files")
         print(f"# misuse suite took {time.monotonic() - began:.1f} s")
-    print(f"{suite.passed} passed, {suite.failed} failed")
-    return 1 if suite.failed else 0
+    return suite.summary()
 
 
 if __name__ == "__main__":

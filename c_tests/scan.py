@@ -50,30 +50,15 @@ import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import BIG_BODY, fnv1a, free_port  # noqa: E402
 
 MEDIUM_PLUS = ("MEDIUM", "HIGH", "CRITICAL")
 BIG_LEN = 1_000_000
-BIG_BODY = b"".join(b"%09u\n" % i for i in range(100_000))
 assert len(BIG_BODY) == BIG_LEN
-
-
-class Suite:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok - {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"not ok - {name}", flush=True)
-            for line in str(detail).strip().splitlines()[:30]:
-                print(f"#   {line}")
-        return ok
 
 
 def run(argv, input=None, timeout=60, env=None):
@@ -82,13 +67,6 @@ def run(argv, input=None, timeout=60, env=None):
         return r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired as e:
         return None, e.stdout or b"", e.stderr or b""
-
-
-def fnv1a(data):
-    h = 2166136261
-    for b in data:
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return h
 
 
 # ---------------------------------------------------------------------------
@@ -183,19 +161,10 @@ class Pki:
 # servers
 # ---------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(harness.LoggedProcess):
     def __init__(self, argv, port, log_path, env=None):
+        super().__init__(argv, log_path, env)
         self.port = port
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout=15):
         end = time.monotonic() + timeout
@@ -208,20 +177,6 @@ class Server:
             except OSError:
                 time.sleep(0.1)
         return False
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 # ---------------------------------------------------------------------------
@@ -553,8 +508,7 @@ def interop(suite, port, pki, tools, tmp):
                     and b"Handshake was completed" in info,
                     f"rc={rc} status={status!r} got={len(body)} {(info + e)[-400:]!r}")
     else:
-        print(f"ok - {tag} gnutls-cli # SKIP not installed")
-        suite.passed += 1
+        suite.skip(f"{tag} gnutls-cli", "not installed")
 
     # Python ssl
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -593,8 +547,7 @@ def interop(suite, port, pki, tools, tmp):
                     rc == 0 and f"{n} succeeded, 0 failed, 0 errored" in text
                     and m is not None and int(m.group(1)) == n * BIG_LEN, text[-800:])
     else:
-        print(f"ok - {tag} h2load # SKIP not installed")
-        suite.passed += 1
+        suite.skip(f"{tag} h2load", "not installed")
     if tools.get("wrk"):
         rc, o, e = run(["wrk", "-t1", "-c4", "-d2s", "--timeout", "5s",
                         f"https://127.0.0.1:{port}/"], timeout=60)
@@ -605,8 +558,7 @@ def interop(suite, port, pki, tools, tmp):
                     rc == 0 and m is not None and int(m.group(1)) > 0 and "Socket errors" not in text
                     and "Non-2xx" not in text, text[-800:])
     else:
-        print(f"ok - {tag} wrk # SKIP not installed")
-        suite.passed += 1
+        suite.skip(f"{tag} wrk", "not installed")
 
     refusals(suite, port)
 
@@ -736,12 +688,10 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
-    suite = Suite()
+    suite = harness.Report("not ok", harness.first_lines(30))
     tools = ensure_tools(args)
     print("# tools: " + ", ".join(f"{k}={'yes' if v else 'MISSING'}" for k, v in tools.items()))
-    if args.tmp_root:
-        os.makedirs(args.tmp_root, exist_ok=True)
-    tmp = os.path.abspath(tempfile.mkdtemp(prefix="fio_tls_scan.", dir=args.tmp_root))
+    tmp = harness.make_tmp("fio_tls_scan.", args.tmp_root)
     pki = Pki(tmp)
     pki.make()
     began = time.monotonic()
@@ -825,11 +775,9 @@ def main():
         print(f"# scanner outputs: {tmp}/testssl-*.txt|json, sslyze-*.txt|json"
               + ("" if args.keep or suite.failed else " (removed: pass --keep)"))
     finally:
-        if not (suite.failed or args.keep):
-            shutil.rmtree(tmp, ignore_errors=True)
+        harness.drop_tmp(tmp, suite.failed or args.keep)
         print(f"# scan took {time.monotonic() - began:.0f} s")
-    print(f"{suite.passed} passed, {suite.failed} failed")
-    return 1 if suite.failed else 0
+    return suite.summary()
 
 
 if __name__ == "__main__":
