@@ -26,7 +26,6 @@ Certificates are made here with the openssl command (an expired one with
 `openssl ca -startdate/-enddate`). One line per check, then
 `N passed, N failed`; the exit status is 1 when anything failed.
 """
-import argparse
 import datetime
 import os
 import random
@@ -35,17 +34,15 @@ import shutil
 import socket
 import ssl
 import string
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import facil_suite as fs  # noqa: E402  (helpers shared with the server suite)
-from facil_suite import (BIG_BODY, FATAL_STUB, HELLO, LIVE, Ctx, Suite,  # noqa: E402
-                         curl, curl_detail, excerpt, free_port, run,
-                         s_client)
+from facil_suite import (FATAL_STUB, HELLO, curl, curl_detail, excerpt,  # noqa: E402
+                         run, s_client)
+from harness import BIG_BODY  # noqa: E402
 
 ROOT_CA_CN = "fio_tls Test Root CA"
 OTHER_CA_CN = "fio_tls Other Test CA"
@@ -276,21 +273,11 @@ def check_refused(ctx, tag, c, reason, facil_leak_ok=False):
 # ---------------------------------------------------------------------------
 class Peer(fs.Server):
     """A peer server process (openssl s_server, gnutls-serv) with the log
-    handling of facil_suite.Server, started in `cwd`."""
+    handling of facil_suite.Server, started in `cwd`; ready: whether its log
+    matched `ready` within 10 s."""
 
     def __init__(self, ctx, argv, label, ready, cwd=None):
-        self.ctx = ctx
-        self.port = free_port()
-        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
-        ctx.serial += 1
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-        self.log_path = os.path.join(ctx.tmp, f"peer-{ctx.serial:03d}-{safe}.log")
-        self.log = open(self.log_path, "wb")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=cwd)
-        LIVE.add(self.proc)
-        self.rc = None
+        super().__init__(ctx, argv, label, kind="peer", cwd=cwd)
         self.ready = self.wait_for(ready, 10) is not None
 
 
@@ -1017,59 +1004,25 @@ FULL_MODES = ("static",)
 SMOKE_MODES = ("shared", "preload")
 
 
+def run_modes(ctx, modes, only):
+    for mode in modes:
+        if mode == "broken":
+            if not only:
+                scenario_broken(ctx)
+        elif mode in FULL_MODES:
+            for name, fn in SCENARIOS.items():
+                if not only or name in only:
+                    fn(ctx, mode)
+        elif not only or "smoke" in only:
+            scenario_smoke(ctx, mode)
+
+
 def main():
-    ap = argparse.ArgumentParser(description="libfio_tls client-side facil.io suite")
-    ap.add_argument("--bin-dir", required=True, help="directory with <mode>/fio_client")
-    ap.add_argument("--preload-lib", required=True,
-                    help="absolute path of libfio_tls.so for LD_PRELOAD")
-    ap.add_argument("--tmp-root", default=None)
-    ap.add_argument("--modes", default="static,shared,preload,broken")
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-
-    missing = [t for t in ("curl", "openssl") if not shutil.which(t)]
-    if missing:
-        print(f"FAIL - required tools missing: {missing}")
-        print("0 passed, 1 failed")
-        return 1
-
-    suite = Suite()
-    if args.tmp_root:
-        os.makedirs(args.tmp_root, exist_ok=True)
-    tmp = os.path.abspath(tempfile.mkdtemp(prefix="fio_tls_client.", dir=args.tmp_root))
-    began = time.monotonic()
-    try:
-        pki = ClientPki(tmp)
-        pki.make()
-        ctx = Ctx(suite, tmp, pki, os.path.abspath(args.bin_dir),
-                  os.path.abspath(args.preload_lib))
-        modes = [m for m in args.modes.split(",") if m]
-        only = [s for s in args.only.split(",") if s]
-        for mode in modes:
-            if mode == "broken":
-                if not only:
-                    scenario_broken(ctx)
-            elif mode in FULL_MODES:
-                for name, fn in SCENARIOS.items():
-                    if not only or name in only:
-                        fn(ctx, mode)
-            elif not only or "smoke" in only:
-                scenario_smoke(ctx, mode)
-    except Exception:  # a broken driver must still end with the summary line
-        import traceback
-        suite.check("client suite ran to its end", False, traceback.format_exc())
-    finally:
-        fs._kill_leftovers()
-        elapsed = time.monotonic() - began
-        if suite.failed or args.keep:
-            print(f"# logs and certificates kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"# client suite took {elapsed:.1f} s")
-    print(f"{suite.passed} passed, {suite.failed} failed")
-    return 1 if suite.failed else 0
-
+    # a broken driver must still end with the summary line: guard
+    return fs.suite_main("libfio_tls client-side facil.io suite",
+                         "directory with <mode>/fio_client", "fio_tls_client.",
+                         "client suite", ClientPki, run_modes,
+                         guard="client suite ran to its end")
 
 if __name__ == "__main__":
     sys.exit(main())

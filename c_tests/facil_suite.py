@@ -30,9 +30,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import BIG_BODY, fnv1a, free_port  # noqa: E402
 
 HELLO = b"Hello from facil.io over fio_tls\n"
 DEMO_BODY = b"Hello, TLS world! (facil.io + libfio_tls)\n"
@@ -44,29 +48,6 @@ STEP_TIMEOUT = 20  # seconds for any one client command
 # ---------------------------------------------------------------------------
 # reporting
 # ---------------------------------------------------------------------------
-class Suite:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.failures = []
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok - {name}", flush=True)
-        else:
-            self.failed += 1
-            self.failures.append(name)
-            print(f"FAIL - {name}", flush=True)
-            text = detail if isinstance(detail, str) else repr(detail)
-            lines = text.rstrip().splitlines()
-            if len(lines) > 40:
-                lines = lines[:15] + ["[...]"] + lines[-25:]
-            for line in lines:
-                print(f"#   {line}", flush=True)
-        return ok
-
-
 def excerpt(text, limit=3000):
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -97,12 +78,6 @@ def run(argv, input=b"", timeout=STEP_TIMEOUT, env=None):
                       f"\n[timed out after {timeout}s]".encode(), True)
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LIVE = set()
 
 
@@ -114,41 +89,22 @@ def _kill_leftovers():
             p.wait()
 
 
-class Server:
-    """A fio_server/demo process; stdout and stderr both go to one log file,
-    so the order of marker lines and log lines is kept."""
+class Server(harness.LoggedProcess):
+    """A fio_server/demo process (kind "server"), or another server program
+    (client_suite: kind "peer"), logging to ctx.tmp/<kind>-<serial>-<label>.log.
+    "{port}" in argv stands for its port."""
 
-    def __init__(self, ctx, argv, label, env=None, port=None):
+    def __init__(self, ctx, argv, label, env=None, port=None, kind="server", cwd=None):
         self.ctx = ctx
         self.port = port or free_port()
-        self.argv = [a if a != "{port}" else str(self.port) for a in argv]
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         ctx.serial += 1
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-        self.log_path = os.path.join(ctx.tmp, f"server-{ctx.serial:03d}-{safe}.log")
-        self.log = open(self.log_path, "wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env)
+        super().__init__(self.argv, os.path.join(ctx.tmp, f"{kind}-{ctx.serial:03d}-{safe}.log"),
+                         env, cwd)
         LIVE.add(self.proc)
         self.rc = None
-
-    def text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def wait_for(self, pattern, timeout=10):
-        """Waits until the log matches `pattern` (or the process exits)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.text(), re.M)
-            if m:
-                return m
-            if self.proc.poll() is not None:
-                return re.search(pattern, self.text(), re.M)
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.02)
 
     def wait_ready(self, timeout=10):
         return self.wait_for(r"^READY \d+$", timeout) is not None
@@ -166,21 +122,10 @@ class Server:
 
     def stop(self):
         """SIGTERM, then SIGKILL after 5 s. Returns (rc, clean)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.rc = self.proc.returncode
-                LIVE.discard(self.proc)
-                self.log.close()
-                return self.rc, False
+        clean = super().stop(signal.SIGTERM, 5)
         self.rc = self.proc.returncode
         LIVE.discard(self.proc)
-        self.log.close()
-        return self.rc, True
+        return self.rc, clean
 
 
 class Interactive:
@@ -343,16 +288,6 @@ def plain_text_client_dropped(port, seconds=5):
         except socket.timeout:
             return False
     return False
-
-
-def fnv1a(data):
-    h = 2166136261
-    for b in data:
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return h
-
-
-BIG_BODY = b"".join(b"%09d\n" % i for i in range(100000))
 
 
 # ---------------------------------------------------------------------------
@@ -1027,10 +962,14 @@ SCENARIOS = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser(description="libfio_tls facil.io integration suite")
-    ap.add_argument("--bin-dir", required=True,
-                    help="directory with <mode>/fio_server and <mode>/demo")
+def suite_main(description, bin_help, tmp_prefix, label, pki_class, run_modes,
+               guard=None):
+    """The main() of this suite and of client_suite.py: their common flags,
+    the PKI in a scratch directory, run_modes(ctx, modes, only), then the
+    summary. With guard, an exception in run_modes is a failed check of
+    that name (the summary line still comes); without, it propagates."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--bin-dir", required=True, help=bin_help)
     ap.add_argument("--preload-lib", required=True,
                     help="absolute path of libfio_tls.so for LD_PRELOAD")
     ap.add_argument("--tmp-root", default=None,
@@ -1046,39 +985,46 @@ def main():
         print("0 passed, 1 failed")
         return 1
 
-    suite = Suite()
-    if args.tmp_root:
-        os.makedirs(args.tmp_root, exist_ok=True)
-    tmp = os.path.abspath(tempfile.mkdtemp(prefix="fio_tls_suite.", dir=args.tmp_root))
+    suite = harness.Report("FAIL", harness.head_and_tail)
+    tmp = harness.make_tmp(tmp_prefix, args.tmp_root)
     began = time.monotonic()
     try:
-        pki = Pki(tmp)
+        pki = pki_class(tmp)
         pki.make()
         ctx = Ctx(suite, tmp, pki, os.path.abspath(args.bin_dir),
                   os.path.abspath(args.preload_lib))
         modes = [m for m in args.modes.split(",") if m]
         only = [s for s in args.only.split(",") if s]
-        for mode in modes:
-            if mode == "broken":
-                if not only:
-                    scenario_broken(ctx)
-                continue
-            for name, fn in SCENARIOS.items():
-                if not only or name in only:
-                    fn(ctx, mode)
-        if not only and {"shared", "preload"} <= set(modes):
-            scenario_link_layout(ctx)
+        run_modes(ctx, modes, only)
+    except Exception:
+        if guard is None:
+            raise
+        suite.check(guard, False, traceback.format_exc())
     finally:
         _kill_leftovers()
         elapsed = time.monotonic() - began
-        if suite.failed or args.keep:
-            print(f"# logs and certificates kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-        print(f"# facil.io suite took {elapsed:.1f} s")
-    print(f"{suite.passed} passed, {suite.failed} failed")
-    return 1 if suite.failed else 0
+        harness.drop_tmp(tmp, suite.failed or args.keep, "logs and certificates")
+        print(f"# {label} took {elapsed:.1f} s")
+    return suite.summary()
 
+
+def run_modes(ctx, modes, only):
+    for mode in modes:
+        if mode == "broken":
+            if not only:
+                scenario_broken(ctx)
+            continue
+        for name, fn in SCENARIOS.items():
+            if not only or name in only:
+                fn(ctx, mode)
+    if not only and {"shared", "preload"} <= set(modes):
+        scenario_link_layout(ctx)
+
+
+def main():
+    return suite_main("libfio_tls facil.io integration suite",
+                      "directory with <mode>/fio_server and <mode>/demo",
+                      "fio_tls_suite.", "facil.io suite", Pki, run_modes)
 
 if __name__ == "__main__":
     sys.exit(main())
