@@ -435,6 +435,18 @@ def verdict(run_name, scanner, ident, finding):
     return "UNEXPECTED", ""
 
 
+def scanner_rows(suite, table, run_name, scanner, label, found):
+    """Adds a scanner's MEDIUM+ findings, with their verdicts, to the table;
+    one check (named after label) that none of them is UNEXPECTED."""
+    rows = [(run_name, scanner, s, i, *verdict(run_name, scanner, i, f)[:1], f[:150])
+            for s, i, f in found if s in MEDIUM_PLUS]
+    table.extend(rows)
+    bad = [r for r in rows if r[4] == "UNEXPECTED"]
+    suite.check(f"[{run_name}] {label}: no unexpected MEDIUM+ finding "
+                f"({len(rows)} MEDIUM+, {len(bad)} unexpected)", not bad,
+                "\n".join(map(str, bad)))
+
+
 def print_table(rows):
     print("")
     print("# Findings of severity MEDIUM or worse")
@@ -725,14 +737,8 @@ def main():
                     if suite.check(f"[{name}] testssl.sh completed ({took:.0f} s)", data is not None, err):
                         for fact in testssl_facts(data):
                             print(f"#   testssl {fact[0]}: {fact[1]} {fact[2][:110]}")
-                        found = testssl_findings(data)
-                        rows = [(name, "testssl", s, i, *verdict(name, "testssl", i, f)[:1], f[:150])
-                                for s, i, f in found]
-                        table += rows
-                        bad = [r for r in rows if r[4] == "UNEXPECTED"]
-                        suite.check(f"[{name}] testssl.sh: no unexpected MEDIUM+ finding "
-                                    f"({len(rows)} MEDIUM+, {len(bad)} unexpected)", not bad,
-                                    "\n".join(map(str, bad)))
+                        scanner_rows(suite, table, name, "testssl", "testssl.sh",
+                                     testssl_findings(data))
                 elif not args.skip_testssl:
                     suite.check(f"[{name}] testssl.sh available", False, "not installed")
                 if tools.get("sslyze") and not args.skip_sslyze:
@@ -743,14 +749,8 @@ def main():
                         for line in compliance.strip().splitlines()[2:]:
                             if line.strip() and "Warning" not in line and "x509_store" not in line:
                                 print(f"#   sslyze {line.strip()}")
-                        found = [f for f in sslyze_findings(data, compliance, bool(ca))]
-                        rows = [(name, "sslyze", s, i, *verdict(name, "sslyze", i, f)[:1], f[:150])
-                                for s, i, f in found if s in MEDIUM_PLUS]
-                        table += rows
-                        bad = [r for r in rows if r[4] == "UNEXPECTED"]
-                        suite.check(f"[{name}] sslyze: no unexpected MEDIUM+ finding "
-                                    f"({len(rows)} MEDIUM+, {len(bad)} unexpected)", not bad,
-                                    "\n".join(map(str, bad)))
+                        scanner_rows(suite, table, name, "sslyze", "sslyze",
+                                     sslyze_findings(data, compliance, bool(ca)))
                 elif not args.skip_sslyze:
                     suite.check(f"[{name}] sslyze available", False, "not installed")
                 if not run_pki and tools.get("sslyze"):
