@@ -55,6 +55,10 @@ import time
 import traceback
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import free_port, stop_process  # noqa: E402
+
 HELLO = b"Hello from the torture server\n"
 MiB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -74,20 +78,11 @@ COUNTS = {
 # ---------------------------------------------------------------------------
 # reporting
 # ---------------------------------------------------------------------------
-class Suite:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
+class Suite(harness.Report):
     def report(self, n, text, ok, details=()):
-        if ok:
-            self.passed += 1
-            print(f"ok - {n}. {text}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL - {n}. {text}", flush=True)
-        for line in details:
-            print(f"#   {line}", flush=True)
+        """Item n's line, then its details (measured figures: also when ok)."""
+        self.tally(f"{n}. {text}", ok)
+        self.comment(details)
         return ok
 
 
@@ -110,12 +105,6 @@ def _kill_leftovers():
             except ProcessLookupError:
                 pass
             p.wait()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # /proc readers: a process that is gone (a crashed worker) counts as 0; the
@@ -242,13 +231,7 @@ class Server:
                 re.findall(r"(\w+)=(\d+)", body.decode())}
 
     def stop(self, sig=signal.SIGINT, timeout=20):
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(sig)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout, group=True)
         # stray workers (if the master died first)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -262,6 +245,30 @@ class Server:
         return [l for l in self.err_text().splitlines()
                 if re.search(r"crash|FATAL|panic|Segmentation|"
                              r"internal error in ", l, re.I)]
+
+
+def bare_server(server_bin, threads, workers, public=None, stderr=subprocess.DEVNULL):
+    """torture_server with an HTTPS port and a plain-HTTP port, without
+    Server's logs and bookkeeping (the stand-alone reproductions): its own
+    process group, stdout piped. Returns (proc, port, plain_port); stop it
+    with stop_process(proc, timeout=..., group=True)."""
+    port, plain = free_port(), free_port()
+    argv = [server_bin, "-t", str(threads), "-w", str(workers)]
+    if public:
+        argv += ["-p", public]
+    argv += ["-P", str(plain), str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr,
+                            start_new_session=True)
+    return proc, port, plain
+
+
+def read_ready(proc):
+    """Reads a bare_server's stdout up to its READY line; False when the
+    output ended first."""
+    line = proc.stdout.readline()
+    while line and not line.startswith(b"READY"):
+        line = proc.stdout.readline()
+    return bool(line)
 
 
 # ---------------------------------------------------------------------------
@@ -940,19 +947,19 @@ def item3(ctx):
         srv.stop()
 
 
-def shared_server(ctx, label):
-    """The server of items 4, 5 and 7: threads=2, workers=1, public folder."""
+def on_shared_server(ctx, label, fn):
+    """Runs fn(ctx, srv) on the server of items 4, 5 and 7: threads=2,
+    workers=1, public folder; stops it afterwards."""
     srv = Server(ctx, label, threads=2, workers=1, public=ctx.public)
-    srv.wait_ready()
-    return srv
+    try:
+        srv.wait_ready()
+        fn(ctx, srv)
+    finally:
+        srv.stop()
 
 
 def item4(ctx):
-    srv = shared_server(ctx, "item4")
-    try:
-        _item4(ctx, srv)
-    finally:
-        srv.stop()
+    on_shared_server(ctx, "item4", _item4)
 
 
 def _item4(ctx, srv):
@@ -1007,11 +1014,7 @@ def timed_curl(args, timeout=60):
 
 def item5(ctx):
     prepare_public(ctx)
-    srv = shared_server(ctx, "item5")
-    try:
-        _item5(ctx, srv)
-    finally:
-        srv.stop()
+    on_shared_server(ctx, "item5", _item5)
 
 
 def _item5(ctx, srv):
@@ -1509,11 +1512,7 @@ def fatal_alert_case(port, version):
 
 
 def item7(ctx):
-    srv = shared_server(ctx, "item7")
-    try:
-        _item7(ctx, srv)
-    finally:
-        srv.stop()
+    on_shared_server(ctx, "item7", _item7)
 
 
 def _item7(ctx, srv):
@@ -1769,8 +1768,7 @@ def main():
     for n in sorted(set(items)):
         guarded(n, fns[n])
     note(f"total {time.monotonic() - started:.1f} s")
-    print(f"{ctx.suite.passed} passed, {ctx.suite.failed} failed", flush=True)
-    return 1 if ctx.suite.failed else 0
+    return ctx.suite.summary()
 
 
 if __name__ == "__main__":

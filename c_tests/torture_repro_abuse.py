@@ -34,10 +34,8 @@ What it showed (details in the torture report):
 import argparse
 import os
 import re
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,19 +47,13 @@ import torture as T  # noqa: E402
 
 
 def one_run(args):
-    port, plain = T.free_port(), T.free_port()
     err = tempfile.TemporaryFile()
-    p = subprocess.Popen([args.server, "-t", str(args.threads), "-w", "1",
-                          "-P", str(plain), str(port)],
-                         stdout=subprocess.PIPE, stderr=err,
-                         start_new_session=True)
+    p, port, plain = T.bare_server(args.server, args.threads, 1, stderr=err)
     counts = {"abuse": 0, "ok": 0}
     failures = []
     lock = threading.Lock()
     try:
-        line = p.stdout.readline()
-        while line and not line.startswith(b"READY"):
-            line = p.stdout.readline()
+        T.read_ready(p)
         target = port if args.mode == "tls" else plain
         payload = T.client_hello() if args.mode == "tls" else b"GET /dyn?n=2 HT"
         stop = time.monotonic() + args.seconds
@@ -108,12 +100,7 @@ def one_run(args):
             t.join(args.seconds + 30)
         died = p.poll()
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        T.stop_process(p, timeout=10, group=True)
     err.seek(0)
     log = err.read().decode("utf-8", "replace")
     ebadf = len(re.findall(r"handshake failed.*Bad file descriptor", log))

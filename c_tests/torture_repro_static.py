@@ -24,7 +24,6 @@ line above is complete. Exit status 0 when every download is complete.
 """
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,9 @@ def main():
     try:
         with open(os.path.join(tmp, "f.bin"), "wb") as f:
             f.write(os.urandom(size))
-        port, plain = T.free_port(), T.free_port()
-        p = subprocess.Popen([server_bin, "-t", "1", "-w", "1", "-p", tmp,
-                              "-P", str(plain), str(port)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+        p, port, plain = T.bare_server(server_bin, 1, 1, public=tmp)
         try:
-            line = p.stdout.readline()
-            while line and not line.startswith(b"READY"):
-                line = p.stdout.readline()
+            T.read_ready(p)
             for rate in (None, "2M"):
                 for scheme, prt in (("http", plain), ("https", port)):
                     args = ["curl", "-sSk", "--max-time", "60", "-o",
@@ -66,12 +59,7 @@ def main():
                     if got != size:
                         rc = 1
         finally:
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            T.stop_process(p, timeout=10, group=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rc

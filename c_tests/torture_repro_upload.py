@@ -29,8 +29,6 @@ import argparse
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import threading
 import zlib
@@ -41,21 +39,14 @@ import torture as T  # noqa: E402
 
 
 def one_run(args):
-    port, plain = T.free_port(), T.free_port()
-    p = subprocess.Popen([args.server, "-t", "4", "-w", "2", "-P", str(plain),
-                          str(port)], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p, port, plain = T.bare_server(args.server, 4, 2)
     failures = []
     ok = [0]
     lock = threading.Lock()
     go = threading.Event()
     try:
-        ready = 0
-        while ready == 0:
-            line = p.stdout.readline()
-            if not line:
-                raise RuntimeError("server did not start")
-            ready = line.startswith(b"READY")
+        if not T.read_ready(p):
+            raise RuntimeError("server did not start")
 
         def client(i):
             rnd = random.Random(i)
@@ -101,12 +92,7 @@ def one_run(args):
         for t in ts:
             t.join(120)
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        T.stop_process(p, timeout=20, group=True)
     mismatch = [f for f in failures if "BODY MISMATCH" in f]
     print(f"{args.mode} --close {args.close}: {ok[0]}/{3 * args.clients} "
           f"requests ok, {len(mismatch)} BODY MISMATCH, "
