@@ -400,6 +400,13 @@ def expect(proc, what):
     return line.strip()
 
 
+def tell(proc, word, what):
+    """Sends a self-client a command line (GO, CLOSE); returns its answer."""
+    proc.stdin.write(word + "\n")
+    proc.stdin.flush()
+    return expect(proc, what)
+
+
 def h2load(server, n):
     settle(server)
     c0 = server.cpu()
@@ -424,9 +431,7 @@ def python_handshakes(server, n, mode):
     expect(p, "resume")
     settle(server)
     c0 = server.cpu()
-    p.stdin.write("GO\n")
-    p.stdin.flush()
-    res = json.loads(expect(p, "resume"))
+    res = json.loads(tell(p, "GO", "resume"))
     p.wait(60)
     settle(server)
     c1 = server.cpu()
@@ -473,15 +478,11 @@ def idle_rss(server, n):
     settle(server)
     time.sleep(0.5)
     r0 = server.rss()
-    p.stdin.write("GO\n")
-    p.stdin.flush()
-    res = json.loads(expect(p, "idle"))
+    res = json.loads(tell(p, "GO", "idle"))
     settle(server)
     time.sleep(0.5)
     r1 = server.rss()
-    p.stdin.write("CLOSE\n")
-    p.stdin.flush()
-    expect(p, "idle")
+    tell(p, "CLOSE", "idle")
     p.wait(60)
     return {"ops": res["open"], "rss0_kib": r0, "rss1_kib": r1, "kib": (r1 - r0) / res["open"]}
 
@@ -493,18 +494,14 @@ def stall(server, n, window):
     expect(p, "stall")
     settle(server)
     c_before = server.cpu()
-    p.stdin.write("GO\n")
-    p.stdin.flush()
-    res = json.loads(expect(p, "stall"))
+    res = json.loads(tell(p, "GO", "stall"))
     time.sleep(1.0)
     c0 = server.cpu()
     t0 = time.monotonic()
     time.sleep(window)
     c1 = server.cpu()
     dt = time.monotonic() - t0
-    p.stdin.write("CLOSE\n")
-    p.stdin.flush()
-    expect(p, "stall")
+    tell(p, "CLOSE", "stall")
     p.wait(60)
     return {"ops": res["open"], "cpu_s": float(c1 - c0), "pct": float(c1 - c0) / dt * 100,
             "pct_ns": (c1 - c0).ns / 1e9 / dt * 100,
