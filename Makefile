@@ -155,7 +155,7 @@ endif
 # ---------------------------------------------------------------------------
 c-tests: all $(CT_BINARIES)
 
-$(CT)/%.o: c_tests/%.c $(HEADER) c_tests/https_headers.h
+$(CT)/%.o: c_tests/%.c $(HEADER) c_tests/https_headers.h c_tests/preload_trust.h
 	@mkdir -p $(CT)
 	$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
@@ -170,7 +170,7 @@ $(CT)/shared/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 
 # LD_PRELOAD programs link facil.io only, which lacks the extension
 # fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly
-$(CT)/%.preload.o: c_tests/%.c $(HEADER) c_tests/https_headers.h
+$(CT)/%.preload.o: c_tests/%.c $(HEADER) c_tests/https_headers.h c_tests/preload_trust.h
 	@mkdir -p $(CT)
 	$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 

@@ -54,17 +54,7 @@
 #include <http.h>
 
 #include "fio_tls.h"
-
-/* The preload build links facil.io only (libfio_tls comes from LD_PRELOAD
- * at run time), so the extension fio_tls_trust -- which facil.io does not
- * define -- must be a weak reference there, checked before use. The other
- * builds reference it normally (the link fails if it is missing). */
-#ifdef FIO_TESTS_PRELOAD
-#pragma weak fio_tls_trust
-#define HAVE_TRUST() (fio_tls_trust != NULL)
-#else
-#define HAVE_TRUST() 1
-#endif
+#include "preload_trust.h" /* HAVE_TRUST(): fio_tls_trust, weak in the preload build */
 
 #include <dirent.h>
 #include <errno.h>

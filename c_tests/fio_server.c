@@ -46,14 +46,7 @@
 #include <http.h>
 
 #include "fio_tls.h"
-
-/* see fio_client.c: the LD_PRELOAD build references the extension weakly */
-#ifdef FIO_TESTS_PRELOAD
-#pragma weak fio_tls_trust
-#define HAVE_TRUST() (fio_tls_trust != NULL)
-#else
-#define HAVE_TRUST() 1
-#endif
+#include "preload_trust.h" /* HAVE_TRUST(): fio_tls_trust, weak in the preload build */
 
 #include <errno.h>
 #include <stdint.h>
