@@ -427,8 +427,12 @@ class Ctx:
 
 
 def check_ready(ctx, tag, srv):
-    return ctx.check(f"{tag}: server starts and listens", srv.alive() and
-                     srv.wait_ready(0), excerpt(srv.text()))
+    """Checks that the server listens; stops it when it does not."""
+    if ctx.check(f"{tag}: server starts and listens", srv.alive() and
+                 srv.wait_ready(0), excerpt(srv.text())):
+        return True
+    srv.stop()
+    return False
 
 
 def abandon(ctx, tag, srv):
@@ -450,7 +454,6 @@ def scenario_selfsigned(ctx, mode):
     tag = f"[{mode}] self-signed"
     srv = ctx.start(mode, ["selfsigned", "{port}", "localhost"], "selfsigned")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     ctx.check(f"{tag}: ready within 2 s (in-process certificate generation)",
               srv.wait_for(r"^READY", 0) and time.monotonic() - srv.started < 2.0)
@@ -523,7 +526,6 @@ def scenario_certs(ctx, mode):
                            "localhost", *pki.localhost, "a.test", *pki.a,
                            "b.test", *pki.b], "certs")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     port = srv.port
     ca = ["--cacert", pki.ca_pem]
@@ -625,7 +627,6 @@ def scenario_threads(ctx, mode):
     tag = f"[{mode}] 4 threads"
     srv = ctx.start(mode, ["-t", "4", "selfsigned", "{port}", "localhost"], "threads")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     c = curl(ctx, srv.port, opts=["-k"], timeout=8)
     if not ctx.check(f"{tag}: first request answered", c.status == "200", curl_detail(c)):
@@ -672,7 +673,6 @@ def scenario_alpn(ctx, mode):
     tag = f"[{mode}] ALPN"
     srv = ctx.start(mode, ["alpn", "{port}"], "alpn")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     port = srv.port
     sessions = 0
@@ -753,7 +753,6 @@ def scenario_handshake_timeout(ctx, mode):
     srv = ctx.start(mode, ["alpn", "{port}"], "handshake-timeout",
                     env={"FIO_TLS_HANDSHAKE_TIMEOUT": "1"})
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     began = time.monotonic()
     closed = False
@@ -776,7 +775,6 @@ def scenario_alpn_once(ctx, mode):
     tag = f"[{mode}] destroy with live connection"
     srv = ctx.start(mode, ["alpn", "{port}", "once"], "alpn-once")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     ic = Interactive(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}",
                       "-servername", "localhost", "-alpn", "echo-b"])
@@ -826,7 +824,6 @@ def scenario_badinput(ctx, mode, quiet=False):
         pki.encrypted_key, pki.directory, pki.missing]
     srv = ctx.start(mode, args, "badinput-quiet" if quiet else "badinput")
     if not check_ready(ctx, tag, srv):
-        srv.stop()
         return
     log = srv.text()  # the cases all ran before the server got ready
     subst = {"missing": pki.missing, "directory": pki.directory,
