@@ -478,6 +478,15 @@ class RawTLS:
         self.obj.write(data)
         self.send_pending()
 
+    def served_once(self):
+        """Handshake, GET / and its whole response: a keep-alive connection
+        that has been served once."""
+        self.handshake()
+        self.write(get("/"))
+        got = bytearray()
+        while not got.endswith(HELLO):
+            got += self.read_some()
+
     def read_some(self):
         """Plaintext bytes available now or after one socket read (b"" on a
         WantRead after a read)."""
@@ -1535,11 +1544,7 @@ def _item7(ctx, srv):
     try:
         term.wait_ready()
         idle = RawTLS(term.port, "1.3")
-        idle.handshake()
-        idle.write(get("/"))
-        got = bytearray()
-        while not got.endswith(HELLO):
-            got += idle.read_some()
+        idle.served_once()
         t0 = time.monotonic()
         term.proc.send_signal(signal.SIGTERM)
         data, how = read_until_close(idle, 10)
@@ -1556,11 +1561,7 @@ def _item7(ctx, srv):
     base = srv.wait_fds(10 ** 9, 0)
     c = RawTLS(srv.port, "1.3")
     try:
-        c.handshake()
-        c.write(get("/"))
-        got = bytearray()
-        while not got.endswith(HELLO):
-            got += c.read_some()
+        c.served_once()
         during = srv.fds()
         t0 = time.monotonic()
         try:
