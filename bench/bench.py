@@ -407,12 +407,19 @@ def tell(proc, word, what):
     return expect(proc, what)
 
 
-def h2load(server, n):
+def server_cpu(server, fn):
+    """fn() between two readings of the server's CPU time, each taken once
+    the server is quiet (settle); returns (fn's result, the CPU time)."""
     settle(server)
     c0 = server.cpu()
-    r = run(pinned([server.cfg.h2load, "--h1", "-n", str(n), "-c", str(n), server.url()]))
+    out = fn()
     settle(server)
-    c1 = server.cpu()
+    return out, server.cpu() - c0
+
+
+def h2load(server, n):
+    argv = pinned([server.cfg.h2load, "--h1", "-n", str(n), "-c", str(n), server.url()])
+    r, cpu = server_cpu(server, lambda: run(argv))
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", r.stdout)
     if not m:
         raise SystemExit("h2load output not understood:\n" + r.stdout + r.stderr)
@@ -423,33 +430,30 @@ def h2load(server, n):
     secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1) if fin else float("nan")
     tls = "; ".join(l.strip() for l in r.stdout.splitlines()
                     if l.startswith(("TLS Protocol", "Cipher", "Server Temp Key", "Application protocol")))
-    return {"ops": ok, **per_op(c1 - c0, ok), "per_s": ok / secs if secs else 0, "tls": tls}
+    return {"ops": ok, **per_op(cpu, ok), "per_s": ok / secs if secs else 0, "tls": tls}
 
 
 def python_handshakes(server, n, mode):
     p = self_client(server.cfg, "_resume", server.port, n, mode)
     expect(p, "resume")
-    settle(server)
-    c0 = server.cpu()
-    res = json.loads(tell(p, "GO", "resume"))
-    p.wait(60)
-    settle(server)
-    c1 = server.cpu()
+
+    def go():
+        res = json.loads(tell(p, "GO", "resume"))
+        p.wait(60)
+        return res
+    res, cpu = server_cpu(server, go)
     done = res["done"]
     if res["errors"]:
         print("  WARNING: %s: %d client errors, e.g. %s" % (server.name, res["errors"], res["error"]))
     if mode == "resume" and res["reused"] != done:
         print("  WARNING: %s: only %d of %d connections resumed" % (server.name, res["reused"], done))
-    return {"ops": done, "reused": res["reused"], **per_op(c1 - c0, done), "per_s": done / res["seconds"]}
+    return {"ops": done, "reused": res["reused"], **per_op(cpu, done), "per_s": done / res["seconds"]}
 
 
 def wrk(server, conns, secs, path="/"):
-    settle(server)
-    c0 = server.cpu()
-    r = run(pinned([server.cfg.wrk, "-t1", "-c%d" % conns, "-d%ds" % secs, "--timeout", "10s",
-                    server.url(path)]), timeout=secs + 60)
-    settle(server)
-    c1 = server.cpu()
+    argv = pinned([server.cfg.wrk, "-t1", "-c%d" % conns, "-d%ds" % secs, "--timeout", "10s",
+                   server.url(path)])
+    r, cpu = server_cpu(server, lambda: run(argv, timeout=secs + 60))
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", r.stdout)
     if not m:
         raise SystemExit("wrk output not understood:\n" + r.stdout + r.stderr)
@@ -459,7 +463,7 @@ def wrk(server, conns, secs, path="/"):
     notes = [l.strip() for l in r.stdout.splitlines() if "errors" in l or "Non-2xx" in l]
     if notes:
         print("  WARNING: wrk: " + "; ".join(notes))
-    return {"ops": n, **per_op(c1 - c0, n), "secs": secs_run, "per_s": n / secs_run, "notes": notes}
+    return {"ops": n, **per_op(cpu, n), "secs": secs_run, "per_s": n / secs_run, "notes": notes}
 
 
 def idle_rss(server, n):
