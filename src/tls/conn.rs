@@ -11,7 +11,7 @@
 
 use super::error::first_reason;
 use super::sys;
-use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslContext, SslStream, SslVerifyMode};
+use openssl::ssl::{ErrorCode, ShutdownResult, SslContext, SslStream, SslVerifyMode};
 use openssl::x509::X509VerifyResult;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
@@ -206,7 +206,7 @@ impl Connection {
     /// the context verifies peers, OpenSSL checks the certificate against
     /// it (host name or IP address).
     pub fn new(ctx: &SslContext, role: Role, fd: RawFd, peer_name: Option<&str>) -> Result<Self, String> {
-        let mut ssl = Ssl::new(ctx).map_err(|e| first_reason(&e))?;
+        let mut ssl = sys::new_ssl(ctx).map_err(|e| first_reason(&e))?;
         match role {
             Role::Server => ssl.set_accept_state(),
             Role::Client => {
