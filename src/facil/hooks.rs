@@ -483,8 +483,9 @@ unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_v
         let mut tls = conn.lock();
         let data = std::slice::from_raw_parts(buf as *const u8, count);
         match tls.write(data) {
-            // A short write is back-pressure: facil.io's fio_flush returns 1
-            // and polls for writability. Forcing an event here would call
+            // A short write is back-pressure (the socket is full, or one
+            // call's WRITE_LIMIT was reached): facil.io's fio_flush returns
+            // 1 and polls for writability. Forcing an event here would call
             // us straight back on a full socket (a busy loop).
             Ok(n) if n < count => n as ssize_t,
             Ok(n) => {

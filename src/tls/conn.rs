@@ -1,10 +1,14 @@
 //! One TLS connection over a non-blocking file descriptor.
 //!
-//! OpenSSL reads straight from the fd into its record buffer. Records it
-//! writes go straight to the fd too; only what the kernel refuses
-//! (EAGAIN) is kept in an outgoing buffer, drained by [`Connection::flush`].
-//! So writing never blocks and never fails for lack of socket space: the
-//! caller bounds memory by looking at [`Connection::pending_output`].
+//! OpenSSL reads straight from the fd into its record buffer. Application
+//! data is encrypted in batches of a few records ([`WRITE_BATCH`]) that are
+//! collected in an outgoing buffer and handed to the kernel with one
+//! `send(2)` per batch (one per 16 KiB record cost a system call and a
+//! loopback/TCP packet each); handshake messages and alerts go straight to
+//! the fd. Whatever the kernel refuses (EAGAIN) stays in the outgoing
+//! buffer, drained by [`Connection::flush`]. So writing never blocks and
+//! never fails for lack of socket space: the caller bounds memory by looking
+//! at [`Connection::pending_output`].
 //!
 //! The type is not thread-safe by itself (an `SSL*` must not be driven from
 //! two threads at once); the host layer wraps it in a mutex.
@@ -16,10 +20,21 @@ use openssl::x509::X509VerifyResult;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 
-/// Plaintext accepted per `write` call; a few full records.
-pub const WRITE_CHUNK: usize = 64 * 1024;
-/// Above this much undelivered ciphertext, `write` makes a short write.
+/// Plaintext bytes encrypted per batch: four full 16 KiB records, whose
+/// ciphertext (about 64 KiB, one loopback segment) leaves in one `send(2)`.
+pub const WRITE_BATCH: usize = 64 * 1024;
+/// Most plaintext bytes one `write` call takes. Batches continue only while
+/// the kernel takes each one whole, so this bounds the time of one call
+/// (a few hundred µs of encryption), not memory.
+pub const WRITE_LIMIT: usize = 1024 * 1024;
+/// Above this much undelivered ciphertext (bytes), `write` makes a short
+/// write.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+/// Ciphertext overhead per record we reserve for: 5-byte header, 16-byte
+/// AEAD tag, TLS 1.3's content type byte or TLS 1.2's 8-byte explicit nonce.
+const RECORD_OVERHEAD: usize = 32;
+/// Largest plaintext per record (OpenSSL's default `max_send_fragment`).
+const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// What `write` takes when over a limit. Pushing back with a short write
 /// rather than an error (or zero) matters to facil.io 0.7.0.beta4: its
 /// file sender (`fio_sock_write_from_fd`) turns a -1/EWOULDBLOCK from the
@@ -40,11 +55,14 @@ pub struct FdIo {
     fd: RawFd,
     out: Vec<u8>,
     out_pos: usize,
+    /// Collect what OpenSSL writes in `out` instead of sending it (one
+    /// batch of records, sent together by `drain`).
+    collect: bool,
 }
 
 impl FdIo {
     fn new(fd: RawFd) -> Self {
-        FdIo { fd, out: Vec::new(), out_pos: 0 }
+        FdIo { fd, out: Vec::new(), out_pos: 0, collect: false }
     }
 
     fn pending(&self) -> usize {
@@ -73,8 +91,22 @@ impl FdIo {
         }
     }
 
-    /// Writes buffered ciphertext until done or EAGAIN; returns what is left.
+    /// Writes buffered ciphertext until done or EAGAIN and, once all is
+    /// sent, frees the buffer; returns what is left.
     fn drain(&mut self) -> io::Result<usize> {
+        self.send_out()?;
+        if self.out_pos == self.out.len() {
+            // Drained: give the memory back rather than keep it per idle
+            // connection.
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+        Ok(self.pending())
+    }
+
+    /// Writes buffered ciphertext until done or EAGAIN, keeping the
+    /// buffer's memory for the next batch.
+    fn send_out(&mut self) -> io::Result<()> {
         while self.out_pos < self.out.len() {
             match self.send(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -84,12 +116,10 @@ impl FdIo {
             }
         }
         if self.out_pos == self.out.len() {
-            // Drained: give the memory back rather than keep it per idle
-            // connection.
-            self.out = Vec::new();
+            self.out.clear();
             self.out_pos = 0;
         }
-        Ok(self.pending())
+        Ok(())
     }
 }
 
@@ -112,7 +142,7 @@ impl Read for FdIo {
 impl Write for FdIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut done = 0;
-        if self.pending() == 0 {
+        if self.pending() == 0 && !self.collect {
             match self.send(buf) {
                 Ok(n) => done = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -395,11 +425,13 @@ impl Connection {
         }
     }
 
-    /// Encrypts up to [`WRITE_CHUNK`] bytes of `buf` and returns how many were
-    /// taken (0 only for an empty `buf`). While too much is undelivered it
-    /// takes just [`SHORT_WRITE`] bytes:
-    /// a short write is the back-pressure signal. Errors only when the
-    /// connection can no longer carry data.
+    /// Encrypts `buf` in batches of [`WRITE_BATCH`] bytes, one `send(2)`
+    /// per batch, and returns how many bytes were taken (0 only for an empty
+    /// `buf`). It stops after the first batch the kernel did not take whole
+    /// (its rest waits in the outgoing buffer) or after [`WRITE_LIMIT`]
+    /// bytes. While too much is undelivered it takes just [`SHORT_WRITE`]
+    /// bytes: a short write is the back-pressure signal. Errors only when
+    /// the connection can no longer carry data.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.phase {
             // Everything written before the handshake is kept until it ends.
@@ -414,9 +446,43 @@ impl Connection {
             Phase::Established => {}
         }
         let over = self.pending_output() >= OUTPUT_HIGH_WATER && self.flush()? >= OUTPUT_HIGH_WATER;
-        let n = buf.len().min(if over { SHORT_WRITE } else { WRITE_CHUNK });
-        self.write_all_now(&buf[..n])?;
-        Ok(n)
+        if over {
+            let n = buf.len().min(SHORT_WRITE);
+            self.write_all_now(&buf[..n])?;
+            return Ok(n);
+        }
+        let mut taken = 0;
+        while taken < buf.len() && taken < WRITE_LIMIT {
+            let n = (buf.len() - taken).min(WRITE_BATCH);
+            self.write_batch(&buf[taken..taken + n])?;
+            taken += n;
+            if self.pending_output() > 0 {
+                // The socket is full.
+                break;
+            }
+        }
+        if self.pending_output() == 0 {
+            self.stream.get_mut().out = Vec::new();
+        }
+        Ok(taken)
+    }
+
+    /// Encrypts `buf` into the outgoing buffer, behind anything still
+    /// waiting there, then sends what the kernel takes.
+    fn write_batch(&mut self, buf: &[u8]) -> io::Result<()> {
+        if buf.len() <= RECORD_PLAINTEXT {
+            // One record: nothing to gather, so no copy.
+            return self.write_all_now(buf);
+        }
+        let io = self.stream.get_mut();
+        let records = buf.len().div_ceil(RECORD_PLAINTEXT);
+        io.out.reserve(buf.len() + records * RECORD_OVERHEAD);
+        io.collect = true;
+        let written = self.write_all_now(buf);
+        let io = self.stream.get_mut();
+        io.collect = false;
+        written?;
+        io.send_out()
     }
 
     /// Sends buffered ciphertext; returns the bytes still waiting.
@@ -716,6 +782,6 @@ mod tests {
             }
         }
         assert!(short, "a peer that never reads must push back with a short write");
-        assert!(server.pending_output() < OUTPUT_HIGH_WATER + WRITE_CHUNK + 1024);
+        assert!(server.pending_output() < OUTPUT_HIGH_WATER + WRITE_BATCH + 1024);
     }
 }
