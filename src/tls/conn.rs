@@ -298,7 +298,25 @@ impl Connection {
             Phase::Failed => return Handshake::Failed("connection already failed".into()),
             _ => return Handshake::Done,
         }
-        match self.stream.do_handshake() {
+        // What one step writes (the server's flight, its session tickets,
+        // an alert) leaves in one send(2).
+        self.stream.get_mut().collect = true;
+        let step = self.stream.do_handshake();
+        let io = self.stream.get_mut();
+        io.collect = false;
+        let tls_failed = matches!(&step, Err(e) if !matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE));
+        if let Err(e) = io.drain() {
+            // A TLS failure's own reason says more than the socket's.
+            if !tls_failed {
+                self.phase = Phase::Failed;
+                self.peer_hung_up = matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::WriteZero
+                ) || e.raw_os_error() == Some(libc::EBADF);
+                return Handshake::Failed(super::error::os_reason(&e));
+            }
+        }
+        match step {
             Ok(()) => {
                 self.phase = Phase::Established;
                 if !self.early.is_empty() {
