@@ -249,6 +249,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         return Err(StartError::Closing(format!("uuid {uuid:#x} closed before TLS could start")));
     }
     let conn_for_deadline = conn.clone();
+    let had_protocol = sys::current_protocol(uuid) != sys::CurrentProtocol::Gone;
     let proto = Box::new(HandshakeProtocol {
         proto: FioProtocol {
             on_data: Some(hs_on_data),
@@ -265,7 +266,14 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     let _ = unsafe { sys::attach(uuid, Box::into_raw(proto).cast()) };
     sys::timeout_set(uuid, handshake_timeout());
     track_deadline(&conn_for_deadline);
-    sys::force_event(uuid, FIO_EVENT_ON_DATA);
+    // A client speaks first. A server waits for the ClientHello, and
+    // attaching to a uuid without a protocol registers it with facil.io's
+    // poll, which reports bytes already there too: forcing a step as well
+    // cost a read(2) that found nothing and a re-arm (epoll_ctl) per
+    // handshake. A uuid that had a protocol gets no new registration.
+    if role == Role::Client || had_protocol {
+        sys::force_event(uuid, FIO_EVENT_ON_DATA);
+    }
     Ok(())
 }
 
@@ -328,8 +336,12 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
             callback(conn.uuid, conn.udata.0);
         }
         conn.handover_done.store(true, Ordering::Release);
-        // Records that came with the handshake are already inside OpenSSL.
-        sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
+        // Records that came with the handshake may already be inside
+        // OpenSSL, where no poll sees them. Bytes still in the socket are
+        // reported by the poll (our on_data re-armed it when it returned).
+        if conn.lock().has_buffered_input() {
+            sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
+        }
     });
 }
 
