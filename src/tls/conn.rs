@@ -224,6 +224,10 @@ pub struct Connection {
     role: Role,
     /// Plaintext written before the handshake finished, sent right after it.
     early: Vec<u8>,
+    /// Plaintext taken by short writes while over [`OUTPUT_HIGH_WATER`],
+    /// not encrypted yet (so that push-back does not make 1-byte records);
+    /// always shorter than one record.
+    held: Vec<u8>,
     /// The failure was the peer hanging up (EOF or reset), not a TLS error.
     peer_hung_up: bool,
 }
@@ -254,7 +258,7 @@ impl Connection {
             }
         }
         let stream = SslStream::new(ssl, FdIo::new(fd)).map_err(|e| first_reason(&e))?;
-        Ok(Connection { stream, phase: Phase::Handshaking, role, early: Vec::new(), peer_hung_up: false })
+        Ok(Connection { stream, phase: Phase::Handshaking, role, early: Vec::new(), held: Vec::new(), peer_hung_up: false })
     }
 
     pub fn phase(&self) -> Phase {
@@ -280,9 +284,10 @@ impl Connection {
         self.stream.ssl().version_str()
     }
 
-    /// Ciphertext waiting for the socket.
+    /// Bytes waiting for the socket: ciphertext, plus plaintext taken by
+    /// short writes and not encrypted yet.
     pub fn pending_output(&self) -> usize {
-        self.stream.get_ref().pending()
+        self.stream.get_ref().pending() + self.held.len()
     }
 
     /// True when a read would return data without new bytes on the fd.
@@ -363,6 +368,7 @@ impl Connection {
         io.fd = NO_FD;
         io.out = Vec::new();
         io.out_pos = 0;
+        self.held = Vec::new();
         if self.phase == Phase::Handshaking {
             self.peer_hung_up = true;
         }
@@ -448,7 +454,8 @@ impl Connection {
     /// `buf`). It stops after the first batch the kernel did not take whole
     /// (its rest waits in the outgoing buffer) or after [`WRITE_LIMIT`]
     /// bytes. While too much is undelivered it takes just [`SHORT_WRITE`]
-    /// bytes: a short write is the back-pressure signal. Errors only when
+    /// bytes, kept as plaintext until the socket drains (they lead the next
+    /// record): a short write is the back-pressure signal. Errors only when
     /// the connection can no longer carry data.
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.phase {
@@ -463,21 +470,37 @@ impl Connection {
             Phase::Failed | Phase::ShutDown => return Err(io::ErrorKind::BrokenPipe.into()),
             Phase::Established => {}
         }
-        let over = self.pending_output() >= OUTPUT_HIGH_WATER && self.flush()? >= OUTPUT_HIGH_WATER;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let io = self.stream.get_mut();
+        let over = io.pending() >= OUTPUT_HIGH_WATER && io.drain()? >= OUTPUT_HIGH_WATER;
         if over {
             let n = buf.len().min(SHORT_WRITE);
-            self.write_all_now(&buf[..n])?;
+            self.held.extend_from_slice(&buf[..n]);
+            if self.held.len() >= RECORD_PLAINTEXT {
+                // A full record's worth (after thousands of short writes).
+                let held = std::mem::take(&mut self.held);
+                self.write_all_now(&held)?;
+            }
             return Ok(n);
         }
         let mut taken = 0;
+        if !self.held.is_empty() {
+            // Held bytes go first, in one record topped up from `buf`.
+            taken = (RECORD_PLAINTEXT - self.held.len()).min(buf.len());
+            let mut first = std::mem::take(&mut self.held);
+            first.extend_from_slice(&buf[..taken]);
+            self.write_all_now(&first)?;
+        }
         while taken < buf.len() && taken < WRITE_LIMIT {
-            let n = (buf.len() - taken).min(WRITE_BATCH);
-            self.write_batch(&buf[taken..taken + n])?;
-            taken += n;
-            if self.pending_output() > 0 {
+            if taken > 0 && self.pending_output() > 0 {
                 // The socket is full.
                 break;
             }
+            let n = (buf.len() - taken).min(WRITE_BATCH);
+            self.write_batch(&buf[taken..taken + n])?;
+            taken += n;
         }
         if self.pending_output() == 0 {
             self.stream.get_mut().out = Vec::new();
@@ -503,9 +526,22 @@ impl Connection {
         io.send_out()
     }
 
-    /// Sends buffered ciphertext; returns the bytes still waiting.
+    /// Sends buffered ciphertext, and held plaintext once the socket has
+    /// room for it; returns the bytes still waiting (as
+    /// [`Connection::pending_output`]).
     pub fn flush(&mut self) -> io::Result<usize> {
-        self.stream.get_mut().drain()
+        if self.phase != Phase::Established {
+            // Nothing more may be encrypted (and held bytes were written
+            // before close_notify).
+            self.held = Vec::new();
+        }
+        let left = self.stream.get_mut().drain()?;
+        if !self.held.is_empty() && left < OUTPUT_HIGH_WATER && self.phase == Phase::Established {
+            let held = std::mem::take(&mut self.held);
+            self.write_all_now(&held)?;
+            self.stream.get_mut().drain()?;
+        }
+        Ok(self.pending_output())
     }
 
     /// Asks the kernel to hold the connection's last partial TCP segment
@@ -537,6 +573,11 @@ impl Connection {
     /// deliver it. Returns the bytes still waiting.
     pub fn shutdown(&mut self) -> usize {
         if self.phase == Phase::Established {
+            // Held plaintext goes before close_notify.
+            let held = std::mem::take(&mut self.held);
+            if self.write_all_now(&held).is_err() {
+                return self.flush().unwrap_or(0);
+            }
             self.phase = Phase::ShutDown;
             match self.stream.shutdown() {
                 Ok(ShutdownResult::Sent) | Ok(ShutdownResult::Received) => {}
@@ -801,5 +842,43 @@ mod tests {
         }
         assert!(short, "a peer that never reads must push back with a short write");
         assert!(server.pending_output() < OUTPUT_HIGH_WATER + WRITE_BATCH + 1024);
+    }
+
+    #[test]
+    fn push_back_holds_plaintext_instead_of_making_tiny_records() {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        connect(&mut server, &mut client);
+        let payload: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        while server.write(&payload[sent..]).map(|n| sent += n).is_ok() && server.pending_output() < OUTPUT_HIGH_WATER {}
+        // Over the high-water mark: each write takes one byte and encrypts
+        // nothing.
+        let ciphertext = server.stream.get_ref().pending();
+        assert!(ciphertext >= OUTPUT_HIGH_WATER);
+        for _ in 0..10 {
+            assert_eq!(server.write(&payload[sent..]).unwrap(), SHORT_WRITE);
+            sent += SHORT_WRITE;
+        }
+        assert_eq!(server.stream.get_ref().pending(), ciphertext, "no record while over the mark");
+        assert_eq!(server.pending_output(), ciphertext + 10, "held bytes count as pending");
+        // The peer reads; flush sends the held bytes in order, then the
+        // writer goes on.
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while received.len() < sent {
+            server.flush().unwrap();
+            match client.read(&mut buf) {
+                ReadOutcome::Data(n) => received.extend_from_slice(&buf[..n]),
+                ReadOutcome::WouldBlock => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(server.pending_output(), 0);
+        assert_eq!(received, &payload[..sent]);
+        let n = server.write(&payload[sent..]).unwrap();
+        assert!(n > SHORT_WRITE, "{n}");
     }
 }
