@@ -567,6 +567,29 @@ def scenario_certs(ctx, mode):
                   and "Verify return code: 0 (ok)" in r.text,
                   f"chain={chain}\n{excerpt(r.text)}")
 
+    # Resumption is bound to the certificate a session was made under: the
+    # session of a.test resumes with SNI a.test, and a client offering it
+    # with SNI b.test gets a full handshake and b.test's certificate.
+    for flag, want in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        sess = os.path.join(ctx.tmp, f"sess-a{flag}.pem")
+
+        def get_via(sni, *opts):
+            req = f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode()
+            r = s_client(port, "-servername", sni, flag, "-ign_eof", *opts, input=req)
+            # the peer certificate s_client reports (also when resumed)
+            subject = re.search(r"^subject=(.*)$", r.text, re.M)
+            return r, (subject.group(1).strip() if subject else ""), HELLO.decode().strip() in r.text
+
+        r0, _, ok0 = get_via("a.test", "-sess_out", sess)
+        r1, cn1, ok1 = get_via("a.test", "-sess_in", sess)
+        r2, cn2, ok2 = get_via("b.test", "-sess_in", sess)
+        ctx.check(f"{tag}: {want} session of a.test resumes with SNI a.test",
+                  ok0 and ok1 and f"Reused, {want}" in r1.text and cn1.endswith("a.test"),
+                  f"first:\n{excerpt(r0.text)}\nsecond:\n{excerpt(r1.text)}")
+        ctx.check(f"{tag}: {want} session of a.test offered with SNI b.test: full handshake, CN=b.test",
+                  ok2 and f"New, {want}" in r2.text and cn2.endswith("b.test"),
+                  f"subject={cn2!r}\n{excerpt(r2.text)}")
+
     r = s_client(port, "-servername", "a.test", "-verify_hostname", "a.test",
                  "-CAfile", pki.ca_pem, "-verify_return_error", "-tls1_2")
     ctx.check(f"{tag}: ECDSA certificate (a.test) over TLS 1.2 verifies",

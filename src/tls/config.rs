@@ -10,13 +10,15 @@
 //! ECDHE with AES-GCM or ChaCha20-Poly1305 (forward secret AEAD only), in the
 //! server's order; groups X25519, P-256, P-384; no compression; no
 //! renegotiation; session tickets (keys rotated, see [`super::tickets`])
-//! and the server session cache on.
+//! and the server session cache on; a session resumes only under the
+//! certificate (context) it was made with.
 
 use super::error::ConfigError;
 use super::{pem, selfsigned};
+use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    AlpnError, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    AlpnError, ClientHelloResponse, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslRef, SslVerifyMode, SslVersion,
 };
 use openssl::stack::Stack;
@@ -260,15 +262,27 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             Arc::new(self.certs.iter().zip(per_cert).map(|(e, c)| (e.names.clone(), c)).collect());
         let mut b = server_builder(&self.certs[0], self.trust.as_ref())?;
         set_alpn_select(&mut b, &alpn_names);
+        // The certificate is chosen from the ClientHello's SNI before
+        // OpenSSL looks at a session the client offers. Each certificate's
+        // context has its own session id context, so a session made under
+        // one certificate is not resumed under another (OpenSSL would
+        // otherwise decide on resumption before the SNI callback ran).
+        let hello_entries = entries.clone();
+        b.set_client_hello_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
+            if let Some(i) = super::sys::client_hello_server_name(ssl).and_then(|h| pick_entry(&hello_entries, &h)) {
+                ssl.set_ssl_context(&hello_entries[i].1)?;
+            }
+            Ok(ClientHelloResponse::SUCCESS)
+        });
+        // Also runs once the extensions are parsed: OpenSSL acknowledges
+        // the SNI only when a servername callback accepts it.
         let sni_entries = entries.clone();
         b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
             let host = match ssl.servername(NameType::HOST_NAME) {
                 Some(h) => h.to_string(),
                 None => return Ok(()),
             };
-            // Entry 0 is this context already: switch only to a later one.
-            let pick = sni_entries.iter().position(|(names, _)| names.iter().any(|n| name_matches(n, &host)));
-            if let Some(i) = pick.filter(|&i| i > 0) {
+            if let Some(i) = pick_entry(&sni_entries, &host) {
                 ssl.set_ssl_context(&sni_entries[i].1).map_err(|_| SniError::ALERT_FATAL)?;
             }
             Ok(())
@@ -284,6 +298,15 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             verify_peer: self.trust.is_some(),
         })
     }
+}
+
+/// The certificate entry for `host` other than the default (entry 0, the
+/// context the handshake starts with): `None` keeps the default.
+fn pick_entry(entries: &[(Vec<String>, SslContext)], host: &str) -> Option<usize> {
+    entries
+        .iter()
+        .position(|(names, _)| names.iter().any(|n| name_matches(n, host)))
+        .filter(|&i| i > 0)
 }
 
 fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
@@ -307,7 +330,9 @@ fn server_builder(entry: &CertEntry, trust: Option<&Trust>) -> Result<SslContext
     let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
     common_settings(&mut b)?;
     b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
-    b.set_session_id_context(b"fio_tls")?;
+    // Sessions are bound to the certificate they were made under: the
+    // leaf's SHA-256 (the same in every worker and after a rebuild).
+    b.set_session_id_context(&entry.chain[0].digest(MessageDigest::sha256())?)?;
     super::tickets::install(&mut b);
     b.set_private_key(&entry.key)?;
     b.set_certificate(&entry.chain[0])?;

@@ -44,8 +44,82 @@ pub fn new_ssl(ctx: &SslContextRef) -> Result<Ssl, ErrorStack> {
     }
 }
 
+/// The host name a ClientHello asks for (its server_name extension, RFC 6066
+/// section 3), read inside a ClientHello callback, before OpenSSL has parsed
+/// the extensions. `None` without the extension, outside a ClientHello
+/// callback, or when the extension is malformed (OpenSSL rejects those
+/// itself later).
+pub fn client_hello_server_name(ssl: &openssl::ssl::SslRef) -> Option<String> {
+    let mut data: *const u8 = core::ptr::null();
+    let mut len: size_t = 0;
+    // SAFETY: ssl is live; on success OpenSSL points `data` at `len` bytes
+    // owned by the SSL object, valid for the rest of the callback.
+    let found = unsafe { openssl_sys::SSL_client_hello_get0_ext(ssl.as_ptr(), 0, &mut data, &mut len) } == 1;
+    if !found || data.is_null() {
+        return None;
+    }
+    // SAFETY: see above; the slice does not outlive this call.
+    let ext = unsafe { std::slice::from_raw_parts(data, len) };
+    host_name_of(ext).map(str::to_ascii_lowercase)
+}
+
+/// The host_name entry of a server_name extension body: a 2-byte list
+/// length, then entries of a 1-byte type (0 = host_name), a 2-byte length
+/// and the name. Only a list that is well formed and whose name is
+/// non-empty printable ASCII without '/' or NUL counts.
+fn host_name_of(ext: &[u8]) -> Option<&str> {
+    let (list_len, mut rest) = (u16::from_be_bytes([*ext.first()?, *ext.get(1)?]) as usize, ext.get(2..)?);
+    if list_len != rest.len() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let kind = rest[0];
+        let n = u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?]) as usize;
+        let name = rest.get(3..3 + n)?;
+        rest = &rest[3 + n..];
+        if kind == 0 {
+            let ok = !name.is_empty() && name.iter().all(|&c| c.is_ascii_graphic() && c != b'/');
+            return if ok { std::str::from_utf8(name).ok() } else { None };
+        }
+    }
+    None
+}
+
 /// Overwrites `bytes` with zeros in a way the compiler may not elide.
 pub fn cleanse(bytes: &mut [u8]) {
     // SAFETY: the pointer and length come from a live mutable slice.
     unsafe { OPENSSL_cleanse(bytes.as_mut_ptr().cast(), bytes.len()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name_of;
+
+    fn ext(entries: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (kind, name) in entries {
+            body.push(*kind);
+            body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            body.extend_from_slice(name);
+        }
+        let mut out = (body.len() as u16).to_be_bytes().to_vec();
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn server_name_extension_is_parsed_strictly() {
+        assert_eq!(host_name_of(&ext(&[(0, b"b.test")])), Some("b.test"));
+        assert_eq!(host_name_of(&ext(&[(7, b"x"), (0, b"c.test")])), Some("c.test"));
+        assert_eq!(host_name_of(&ext(&[(7, b"x")])), None);
+        assert_eq!(host_name_of(&ext(&[(0, b"")])), None);
+        assert_eq!(host_name_of(&ext(&[(0, b"a\0b")])), None);
+        assert_eq!(host_name_of(&ext(&[(0, b"a/b")])), None);
+        let mut short = ext(&[(0, b"b.test")]);
+        short.pop();
+        assert_eq!(host_name_of(&short), None);
+        assert_eq!(host_name_of(&[0]), None);
+        assert_eq!(host_name_of(&[]), None);
+        assert_eq!(host_name_of(&[0, 9, 0, 0, 20, b'a']), None);
+    }
 }
