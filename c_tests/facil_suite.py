@@ -968,9 +968,42 @@ def scenario_broken(ctx):
         srv.stop()
 
 
+def scenario_pair(ctx, mode):
+    """Two TLS objects with the same certificate in one process: port A
+    verifies no peer, port B requires a client certificate. A session made
+    on A (tickets: the keys are shared by the process) must not let a client
+    without a certificate resume on B."""
+    tag = f"[{mode}] session across objects"
+    pki = ctx.pki
+    port2 = free_port()
+    srv = ctx.start(mode, ["--trust", pki.ca_pem, "pair", "{port}", str(port2),
+                           "a.test", *pki.a], "pair")
+    if not check_ready(ctx, tag, srv):
+        return
+    for flag, want in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        sess = os.path.join(ctx.tmp, f"sess-pair{flag}.pem")
+        req = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+        common = ["-servername", "a.test", flag, "-ign_eof"]
+        r0 = s_client(srv.port, *common, "-sess_out", sess, input=req)
+        r1 = s_client(srv.port, *common, "-sess_in", sess, input=req)
+        got = HELLO.decode().strip()
+        ctx.check(f"{tag}: {want} session of the open port resumes there (control)",
+                  got in r0.text and f"Reused, {want}" in r1.text and got in r1.text,
+                  f"first:\n{excerpt(r0.text)}\nsecond:\n{excerpt(r1.text)}")
+        r2 = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port2}", *common,
+                  "-sess_in", sess], input=req, timeout=10)
+        ctx.check(f"{tag}: {want} same session offered to the mTLS port without a "
+                  "client certificate: not resumed, no response",
+                  f"Reused, {want}" not in r2.text and got not in r2.text
+                  and "CONNECTED(" in r2.text,
+                  excerpt(r2.text))
+    check_clean_stop(ctx, tag, srv)
+
+
 SCENARIOS = {
     "selfsigned": scenario_selfsigned,
     "certs": scenario_certs,
+    "pair": scenario_pair,
     "alpn": scenario_alpn,
     "alpn-once": scenario_alpn_once,
     "handshake-timeout": scenario_handshake_timeout,

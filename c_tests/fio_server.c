@@ -26,6 +26,11 @@
  *       echo every chunk back prefixed with "a:" / "b:". With "once", the
  *       TLS object is destroyed right after the first fio_tls_accept and
  *       later connections are closed unanswered.
+ *   pair PORT PORT2 NAME KEY CERT   (needs --trust CA)
+ *       two TLS objects with the same certificate: http_listen on PORT with
+ *       one that verifies no peer, on PORT2 with one that requires client
+ *       certificates (fio_tls_trust). A session of PORT must not get a
+ *       client past PORT2's verification.
  *   badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY DIRECTORY MISSING
  *       calls the API with bad arguments, printing "CASE <name> -" before
  *       and "RESULT <name> <what>" after each call, then serves HTTPS with
@@ -403,6 +408,22 @@ static fio_tls_s *trusting(fio_tls_s *tls) {
   return tls;
 }
 
+static fio_tls_s *pair_tls;
+
+/* mode pair: `open` on listen_port, `verifying` on port2 */
+static int start_pair(fio_tls_s *open, fio_tls_s *verifying, const char *port2) {
+  if (start_https(open))
+    return -1;
+  if (http_listen(port2, "127.0.0.1", .on_request = on_http_request,
+                  .tls = verifying) == -1) {
+    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n", port2,
+            strerror(errno));
+    return -1;
+  }
+  pair_tls = verifying;
+  return 0;
+}
+
 static int usage(const char *prog) {
   fprintf(stderr,
           "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA] "
@@ -411,6 +432,7 @@ static int usage(const char *prog) {
           "       certs PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       echo PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       alpn PORT [once]\n"
+          "       pair PORT PORT2 NAME KEY CERT (with --trust CA)\n"
           "       badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY "
           "DIRECTORY MISSING\n",
           prog);
@@ -459,6 +481,10 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "alpn") && nrest <= 1) {
     alpn_once = (nrest == 1 && !strcmp(rest[0], "once"));
     rc = start_alpn();
+  } else if (!strcmp(mode, "pair") && nrest == 4 && trust_ca) {
+    fio_tls_s *open = fio_tls_new(rest[1], rest[2], rest[3]);
+    fio_tls_s *verifying = trusting(fio_tls_new(rest[1], rest[2], rest[3]));
+    rc = (open && verifying) ? start_pair(open, verifying, rest[0]) : -1;
   } else if (!strcmp(mode, "badinput") && nrest == 7) {
     rc = start_badinput(rest);
   } else {
@@ -477,6 +503,8 @@ int main(int argc, char **argv) {
     fio_tls_destroy(alpn_tls);
   if (echo_tls)
     fio_tls_destroy(echo_tls);
+  if (pair_tls)
+    fio_tls_destroy(pair_tls);
   printf("STOPPED\n");
   return 0;
 }

@@ -11,11 +11,11 @@
 //! server's order; groups X25519, P-256, P-384; no compression; no
 //! renegotiation; session tickets (keys rotated, see [`super::tickets`])
 //! and the server session cache on; a session resumes only under the
-//! certificate (context) it was made with.
+//! certificate and peer-verification settings it was made with.
 
 use super::error::ConfigError;
 use super::{pem, selfsigned};
-use openssl::hash::MessageDigest;
+use openssl::sha::Sha256;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
     AlpnError, ClientHelloResponse, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
@@ -326,13 +326,40 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The session id context of a server context: what a session made under
+/// it is bound to. OpenSSL resumes a session (ID or ticket; the ticket keys
+/// are shared by the whole process) only where this matches, so it covers
+/// everything a resumed session skips: the certificate the client saw (the
+/// leaf) and the peer verification that admitted the client (the trust
+/// settings). A session of an object without `fio_tls_trust` therefore
+/// never resumes on one that requires client certificates, and one made
+/// under a.test's certificate never resumes under b.test's. Deterministic
+/// (SHA-256 of those inputs), so it is the same in every worker and after
+/// a rebuild.
+fn session_context(entry: &CertEntry, trust: Option<&Trust>) -> Result<[u8; 32], ConfigError> {
+    let mut h = Sha256::new();
+    h.update(b"fio_tls session context v1\0");
+    h.update(&entry.chain[0].to_der()?);
+    match trust {
+        None => h.update(b"\0no peer verification"),
+        Some(Trust::System) => h.update(b"\0system trust store"),
+        Some(Trust::Cas(cas)) => {
+            h.update(b"\0CA file");
+            for ca in cas {
+                let der = ca.to_der()?;
+                h.update(&(der.len() as u64).to_be_bytes());
+                h.update(&der);
+            }
+        }
+    }
+    Ok(h.finish())
+}
+
 fn server_builder(entry: &CertEntry, trust: Option<&Trust>) -> Result<SslContextBuilder, ConfigError> {
     let mut b = SslContextBuilder::new(SslMethod::tls_server())?;
     common_settings(&mut b)?;
     b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
-    // Sessions are bound to the certificate they were made under: the
-    // leaf's SHA-256 (the same in every worker and after a rebuild).
-    b.set_session_id_context(&entry.chain[0].digest(MessageDigest::sha256())?)?;
+    b.set_session_id_context(&session_context(entry, trust)?)?;
     super::tickets::install(&mut b);
     b.set_private_key(&entry.key)?;
     b.set_certificate(&entry.chain[0])?;
