@@ -66,6 +66,18 @@ def make_fixtures(d):
     ossl("req", "-new", "-x509", "-key", p("key.pem"), "-subj", "/CN=localhost",
          "-addext", "subjectAltName=DNS:localhost", "-days", "30", "-out", p("cert.pem"))
     shutil.copy(p("cert.pem"), p("ca.pem"))
+    # a leaf followed by a certificate that did not issue it
+    ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", p("stranger_key.pem"))
+    ossl("req", "-new", "-x509", "-key", p("stranger_key.pem"), "-subj", "/CN=stranger",
+         "-days", "30", "-out", p("stranger.pem"))
+    # a key too small for OpenSSL's security level
+    ossl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024",
+         "-out", p("rsa1024_key.pem"))
+    ossl("req", "-new", "-x509", "-key", p("rsa1024_key.pem"), "-subj", "/CN=localhost",
+         "-days", "30", "-out", p("rsa1024.pem"))
+    with open(p("wrong_chain.pem"), "w") as f:
+        f.write(open(p("cert.pem")).read() + open(p("stranger.pem")).read())
     ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-out", p("other_key.pem"))
     ossl("pkey", "-in", p("key.pem"), "-aes-128-cbc", "-passout", "pass:secret",
@@ -84,6 +96,8 @@ def make_fixtures(d):
     shutil.copy(p("key.pem"), p("mode000"))
     os.chmod(p("mode000"), 0)
     for name in ("key.pem", "cert.pem", "ca.pem", "other_key.pem", "enc_key.pem",
+                 "wrong_chain.pem", "stranger.pem", "stranger_key.pem",
+                 "rsa1024.pem", "rsa1024_key.pem",
                  "garbage.pem", "junk50m", "empty"):
         os.chmod(p(name), 0o644)
 

@@ -23,7 +23,9 @@ extern "C" {
  * Creates a TLS settings object with a default certificate.
  *
  * - `server_name`: the host name of the default certificate; a client
- *   sends it as SNI. May be NULL.
+ *   sends it as SNI. May be NULL. An ASCII host name or IP address, at
+ *   most 255 bytes (international names in their IDNA "xn--" form); a
+ *   space, control character or non-ASCII byte is an error.
  * - `private_key_file`, `public_cert_file`: PEM files (DER accepted). The
  *   certificate file may hold a full chain, leaf first; the whole chain is
  *   served. The key must match the leaf certificate and must not be
@@ -39,7 +41,12 @@ extern "C" {
  * Returns a new object owned by the caller (release it with
  * `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
  * naming the file and the reason (missing or unreadable file, no valid
- * PEM, key/certificate mismatch, encrypted key, only one of the two files).
+ * PEM, key/certificate mismatch, encrypted key, only one of the two files,
+ * a certificate OpenSSL's security level refuses, e.g. RSA-1024). A
+ * certificate clients would refuse (expired or not yet valid, a chain out
+ * of leaf-then-issuer order) is accepted with one WARNING line.
+ * Check the result: facil.io's `http_listen` treats `.tls = NULL` as
+ * plain HTTP.
  * The string arguments are copied; the caller keeps ownership. Thread-safe.
  *
  * # Safety
@@ -55,12 +62,17 @@ fio_tls_s *fio_tls_new(const char *server_name,
  * matches `server_name`, or a DNS name in the certificate's
  * subjectAltName (`*.` wildcards cover one label), gets this certificate.
  * A client sending no SNI, or an unknown name, gets the first (default)
- * certificate. Files are read as in `fio_tls_new`; both NULL generates a
- * self-signed certificate for `server_name`.
+ * certificate. Files and `server_name` are checked as in `fio_tls_new`;
+ * both files NULL generates a self-signed certificate for `server_name`
+ * (or "localhost"). When names overlap the certificate added first wins,
+ * so adding a name that already has a certificate logs a WARNING (a
+ * renewal needs a new object).
  *
  * On error (NULL or destroyed `tls`, unusable file) one error line is
  * logged and the object is unchanged. Connections already started keep the
- * certificates they began with. Thread-safe.
+ * certificates they began with. Thread-safe; but facil.io's workers are
+ * forked processes, so a call after `fio_start` changes the calling
+ * worker's copy only.
  *
  * # Safety
  * `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
@@ -87,7 +99,10 @@ void fio_tls_cert_add(fio_tls_s *tls,
  * whose handshake failed.
  *
  * Adding a name that is already present keeps its place and replaces its
- * callback. `protocol_name` must be 1 to 255 bytes (copied). `callback`
+ * callback, for both roles: facil.io's `http_listen` and `http_connect`
+ * each add "http/1.1" (server and client callbacks), so give them
+ * separate objects. `protocol_name` must be 1 to 255 bytes of UTF-8
+ * (copied). `callback`
  * may be NULL (the name is negotiated; the application attaches its own
  * protocol). On error one error line is logged and nothing changes.
  * Thread-safe.

@@ -378,7 +378,9 @@ fn close_if_abandoned(uuid: isize, ours: *mut FioProtocol) {
         sys::CurrentProtocol::Is(pr) if pr == ours => {
             log_warning!(
                 "uuid {uuid:#x}: TLS handshake done but no protocol took the connection \
-                 (add one with fio_tls_proto_add, or fio_attach one); closing"
+                 (the callback of the protocol ALPN chose, added with fio_tls_proto_add, must \
+                 fio_attach one; a protocol attached before fio_tls_accept is replaced by the \
+                 handshake); closing"
             );
             sys::close(uuid);
         }

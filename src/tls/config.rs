@@ -13,7 +13,10 @@
 //! and the server session cache on; a session resumes only under the
 //! certificate and peer-verification settings it was made with.
 
-use super::error::ConfigError;
+use super::error::{first_reason, ConfigError};
+use crate::log::log_warning;
+use openssl::asn1::Asn1Time;
+use openssl::x509::X509VerifyResult;
 use super::{pem, selfsigned};
 use openssl::sha::Sha256;
 use openssl::pkey::{PKey, Private};
@@ -49,8 +52,48 @@ fn check_server_name(name: Option<&str>) -> Result<(), ConfigError> {
             "server name is {} bytes long (the limit is {MAX_SERVER_NAME})",
             n.len()
         ))),
+        // RFC 6066 host names are ASCII (international names in their
+        // IDNA "xn--" form); control bytes would also end up in log lines.
+        Some(n) if !n.bytes().all(|b| b.is_ascii_graphic()) => Err(ConfigError::msg(format!(
+            "server name {n:?} holds a space, a control character or a non-ASCII byte \
+             (a host name or IP address is expected; international names in their \"xn--\" form)"
+        ))),
         _ => Ok(()),
     }
+}
+
+/// Warns (once per load) about a certificate file that OpenSSL accepts but
+/// clients will not: an expired or not yet valid leaf, or a chain whose
+/// certificates are not in leaf-then-issuer order.
+fn warn_about_chain(path: &str, chain: &[X509]) {
+    let leaf = &chain[0];
+    if let Ok(now) = Asn1Time::days_from_now(0) {
+        if leaf.not_after() < now {
+            log_warning!("certificate file \"{path}\": the certificate expired on {}; clients will refuse it", leaf.not_after());
+        } else if leaf.not_before() > now {
+            log_warning!("certificate file \"{path}\": the certificate is not valid before {}; clients will refuse it until then", leaf.not_before());
+        }
+    }
+    for (i, pair) in chain.windows(2).enumerate() {
+        if pair[1].issued(&pair[0]) != X509VerifyResult::OK {
+            log_warning!(
+                "certificate file \"{path}\": certificate {} did not issue certificate {} before it; \
+                 clients may fail to verify the chain (put the leaf first, then each issuer in turn)",
+                i + 2,
+                i + 1
+            );
+            break;
+        }
+    }
+}
+
+/// Makes OpenSSL judge the certificate now (key size, signature algorithm
+/// under its security level), so that a refusal names the file.
+fn check_usable(path: &str, leaf: &X509) -> Result<(), ConfigError> {
+    let mut probe = SslContextBuilder::new(SslMethod::tls_server())?;
+    probe
+        .set_certificate(leaf)
+        .map_err(|e| ConfigError::file("certificate file", path, format!("OpenSSL refuses it: {}", first_reason(&e))))
 }
 
 /// A certificate chain with its key, and the SNI names it answers to.
@@ -79,6 +122,8 @@ impl CertEntry {
             (Some(k), Some(c)) => {
                 let key = pem::load_private_key(k)?;
                 let chain = pem::load_chain(c)?;
+                check_usable(c, &chain[0])?;
+                warn_about_chain(c, &chain);
                 let leaf_key = chain[0].public_key()?;
                 if !leaf_key.public_eq(&key) {
                     return Err(ConfigError::msg(format!(
@@ -209,6 +254,16 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// (or one of the certificate's own DNS names).
     pub fn add_cert(&mut self, server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<(), ConfigError> {
         let entry = CertEntry::load(server_name, key_file, cert_file)?;
+        // SNI picks the first certificate that answers to a name, so adding
+        // one again (a renewal, say) changes nothing: say so.
+        if let Some(name) = server_name.map(str::to_ascii_lowercase) {
+            if self.certs.iter().any(|e| e.names.contains(&name)) {
+                log_warning!(
+                    "server name \"{name}\" already has a certificate; the one added first keeps serving it \
+                     (to replace a certificate, build a new fio_tls_s)"
+                );
+            }
+        }
         self.certs.push(entry);
         Ok(())
     }
