@@ -642,6 +642,22 @@ mod tests {
         String::from_utf8(entry.data().as_slice().to_vec()).unwrap()
     }
 
+    /// A server and a client connection over a fresh socket pair (kept
+    /// open with them), from [`configs`]; the client sends `sni`.
+    struct Peers {
+        server: Connection,
+        client: Connection,
+        _sockets: (UnixStream, UnixStream),
+    }
+
+    fn peers(sni: Option<&str>) -> Peers {
+        let built = configs().build().unwrap();
+        let (s, c) = pair();
+        let server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), sni).unwrap();
+        Peers { server, client, _sockets: (s, c) }
+    }
+
     fn configs() -> TlsConfig<u8> {
         let mut cfg = TlsConfig::new(Some("one.test"), None, None).unwrap();
         cfg.add_cert(Some("two.test"), None, None).unwrap();
@@ -652,10 +668,7 @@ mod tests {
 
     #[test]
     fn handshake_alpn_sni_and_data_round_trip() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some("two.test")).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(Some("two.test"));
         connect(&mut server, &mut client);
         assert_eq!(server.selected_alpn(), Some(&b"proto-a"[..]), "server preference");
         assert_eq!(server.server_name(), Some("two.test"));
@@ -686,10 +699,7 @@ mod tests {
 
     #[test]
     fn unknown_sni_gets_the_default_certificate() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some("other.test")).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(Some("other.test"));
         connect(&mut server, &mut client);
         let cn = peer_common_name(&client);
         assert_eq!(cn, "one.test");
@@ -697,10 +707,7 @@ mod tests {
 
     #[test]
     fn early_writes_are_sent_after_the_handshake() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(None);
         assert_eq!(server.write(b"hello before handshake").unwrap(), 22);
         connect(&mut server, &mut client);
         assert_eq!(read_all(&mut client, 22), b"hello before handshake");
@@ -708,10 +715,7 @@ mod tests {
 
     #[test]
     fn close_notify_reads_as_closed() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(None);
         connect(&mut server, &mut client);
         assert_eq!(client.shutdown(), 0);
         assert_eq!(client.phase(), Phase::ShutDown);
@@ -804,10 +808,7 @@ mod tests {
 
     #[test]
     fn a_detached_connection_never_touches_its_old_fd() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(None);
         connect(&mut server, &mut client);
         server.detach();
         assert!(server.is_detached());
@@ -817,7 +818,8 @@ mod tests {
         // The peer sees neither data nor close_notify: the fd was left alone.
         let mut buf = [0u8; 64];
         assert!(matches!(client.read(&mut buf), ReadOutcome::WouldBlock));
-        let mut fresh = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        let built = configs().build().unwrap();
+        let mut fresh = Connection::new(&built.server, Role::Server, _sockets.0.as_raw_fd(), None).unwrap();
         fresh.detach();
         assert!(matches!(fresh.handshake(), Handshake::Failed(_)));
         assert!(fresh.peer_hung_up(), "a host close is not a TLS error worth logging");
@@ -825,10 +827,7 @@ mod tests {
 
     #[test]
     fn output_is_bounded_when_the_peer_does_not_read() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(None);
         connect(&mut server, &mut client);
         let chunk = vec![7u8; 1 << 20];
         let mut short = false;
@@ -846,10 +845,7 @@ mod tests {
 
     #[test]
     fn push_back_holds_plaintext_instead_of_making_tiny_records() {
-        let built = configs().build().unwrap();
-        let (s, c) = pair();
-        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
-        let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), None).unwrap();
+        let Peers { mut server, mut client, _sockets } = peers(None);
         connect(&mut server, &mut client);
         let payload: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
         let mut sent = 0;
