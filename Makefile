@@ -12,6 +12,7 @@
 #                        table, interop matrix (see c_tests/scan.py)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
+#                        (debug info stripped; INSTALL_STRIP=0 keeps it)
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
 #   make clean
 #
@@ -29,6 +30,9 @@ CXX     ?= g++
 FIO_TLS_STATIC_LIBS ?= -lssl -lcrypto -lpthread -ldl -lm
 
 PREFIX       ?= /usr/local
+# make install drops the debug info (the build keeps it, for profiling)
+INSTALL_STRIP ?= 1
+STRIP        ?= strip
 LIBDIR       ?= $(PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
@@ -297,6 +301,9 @@ install: all
 	ln -sf libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfio_tls.so
 	install -m 0644 $(RELEASE)/libfio_tls.a $(DESTDIR)$(LIBDIR)/libfio_tls.a
+ifneq ($(INSTALL_STRIP),0)
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfio_tls.a
+endif
 	install -m 0644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/fio_tls.h
 	printf '%s\n' \
 	  'prefix=$(PREFIX)' \
