@@ -46,7 +46,7 @@ fn settings() -> &'static Settings {
         let dir = std::env::temp_dir().join(format!("fio_tls_fuzz_ca_{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let ca = dir.join("ca.pem");
-        std::fs::write(&ca, cfg.certs[0].chain[0].to_pem().expect("pem")).expect("write CA");
+        std::fs::write(&ca, cfg.certs()[0].chain[0].to_pem().expect("pem")).expect("write CA");
         cfg.set_trust(Some(ca.to_str().expect("utf-8 path"))).expect("trust");
         let mutual = cfg.build().expect("build mutual");
         let _ = std::fs::remove_dir_all(&dir);

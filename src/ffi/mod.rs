@@ -134,7 +134,7 @@ pub unsafe extern "C" fn fio_tls_new(
             return core::ptr::null_mut();
         };
         let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
-            .and_then(|config| config.build().map(|built| (config, built)));
+            .and_then(|mut config| config.build().map(|built| (config, built)));
         match made {
             Ok((config, built)) => {
                 let tls = Box::into_raw(Box::new(fio_tls_s {
@@ -390,7 +390,7 @@ mod tests {
             assert!(!tls.is_null());
             fio_tls_cert_add(tls, c("other.test").as_ptr(), core::ptr::null(), core::ptr::null());
             fio_tls_proto_add(tls, c("http/1.1").as_ptr(), None);
-            assert_eq!((*tls).lock().config.certs.len(), 2);
+            assert_eq!((*tls).lock().config.certs().len(), 2);
             assert_eq!((*tls).lock().built.protocols.len(), 1);
             fio_tls_destroy(tls);
             // Double destroy is reported, not a double free.
@@ -416,8 +416,8 @@ mod tests {
             fio_tls_cert_add(tls, c("bad").as_ptr(), c("/nonexistent.key").as_ptr(), c("/nonexistent.crt").as_ptr());
             fio_tls_proto_add(tls, c(&"x".repeat(256)).as_ptr(), None);
             fio_tls_proto_add(tls, core::ptr::null(), None);
-            assert_eq!((*tls).lock().config.certs.len(), 1);
-            assert!((*tls).lock().config.protocols.is_empty());
+            assert_eq!((*tls).lock().config.certs().len(), 1);
+            assert!((*tls).lock().config.protocols().is_empty());
             fio_tls_destroy(tls);
         }
     }

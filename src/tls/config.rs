@@ -182,11 +182,16 @@ pub struct Protocol<H> {
 pub struct TlsConfig<H> {
     /// The name given to `fio_tls_new`: the client's SNI and host name.
     pub server_name: Option<String>,
-    pub certs: Vec<CertEntry>,
+    /// Changed only through the methods (they keep `built_certs` valid).
+    certs: Vec<CertEntry>,
     /// In the order added = the server's order of preference.
-    pub protocols: Vec<Protocol<H>>,
+    protocols: Vec<Protocol<H>>,
     /// Peer verification, off by default (facil.io's anonymous mode).
-    pub trust: Option<Trust>,
+    trust: Option<Trust>,
+    /// Server contexts already built for the first `certs` (same order),
+    /// valid for the current `protocols` and `trust`: adding a certificate
+    /// builds one context, not all of them again.
+    built_certs: Vec<SslContext>,
 }
 
 /// Where trusted CA certificates come from.
@@ -247,6 +252,7 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             certs: vec![first],
             protocols: Vec::new(),
             trust: None,
+            built_certs: Vec::new(),
         })
     }
 
@@ -289,7 +295,9 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
                         "adding ALPN protocol \"{name}\" would make the protocol list {encoded} bytes long (the limit is {MAX_ALPN_LIST})"
                     )));
                 }
-                self.protocols.push(Protocol { name: name.to_string(), handler })
+                self.protocols.push(Protocol { name: name.to_string(), handler });
+                // Every server context carries the protocol list.
+                self.built_certs.clear();
             }
         }
         Ok(())
@@ -297,24 +305,43 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
 
     /// Turns on peer verification against `ca_file` (or the system store).
     pub fn set_trust(&mut self, ca_file: Option<&str>) -> Result<(), ConfigError> {
-        self.trust = Some(Trust::load(ca_file)?);
+        self.trust_with(Trust::load(ca_file)?);
         Ok(())
     }
 
-    /// Builds the OpenSSL contexts for these settings.
-    pub fn build(&self) -> Result<Built<H>, ConfigError> {
+    /// Turns on peer verification with `trust`.
+    pub fn trust_with(&mut self, trust: Trust) {
+        self.trust = Some(trust);
+        // Every server context carries the verification settings.
+        self.built_certs.clear();
+    }
+
+    /// The certificates, in the order added (the first is the default).
+    pub fn certs(&self) -> &[CertEntry] {
+        &self.certs
+    }
+
+    /// The ALPN protocols, in the server's order of preference.
+    pub fn protocols(&self) -> &[Protocol<H>] {
+        &self.protocols
+    }
+
+    /// Builds the OpenSSL contexts for these settings (reusing the
+    /// per-certificate contexts of earlier builds that are still valid).
+    pub fn build(&mut self) -> Result<Built<H>, ConfigError> {
         let alpn_names: Arc<Vec<Vec<u8>>> = Arc::new(self.protocols.iter().map(|p| p.name.as_bytes().to_vec()).collect());
 
-        // One context per certificate; the first one also carries the SNI
-        // callback that switches a handshake to another certificate.
-        let mut per_cert = Vec::with_capacity(self.certs.len());
-        for entry in &self.certs {
+        // One context per certificate; a context for the first one also
+        // carries the callbacks that switch a handshake to another.
+        while self.built_certs.len() < self.certs.len() {
+            let entry = &self.certs[self.built_certs.len()];
             let mut b = server_builder(entry, self.trust.as_ref())?;
             set_alpn_select(&mut b, &alpn_names);
-            per_cert.push(b.build());
+            self.built_certs.push(b.build());
         }
-        let entries: Arc<Vec<(Vec<String>, SslContext)>> =
-            Arc::new(self.certs.iter().zip(per_cert).map(|(e, c)| (e.names.clone(), c)).collect());
+        let entries: Arc<Vec<(Vec<String>, SslContext)>> = Arc::new(
+            self.certs.iter().zip(&self.built_certs).map(|(e, c)| (e.names.clone(), c.clone())).collect(),
+        );
         let mut b = server_builder(&self.certs[0], self.trust.as_ref())?;
         set_alpn_select(&mut b, &alpn_names);
         // The certificate is chosen from the ClientHello's SNI before

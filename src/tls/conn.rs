@@ -731,15 +731,33 @@ mod tests {
         assert!(client.write(b"x").is_err(), "no writes after close_notify");
     }
 
+    #[test]
+    fn contexts_built_earlier_follow_later_protocols_and_certificates() {
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("one.test"), None, None).unwrap();
+        cfg.add_cert(Some("two.test"), None, None).unwrap();
+        let _before = cfg.build().unwrap(); // builds (and keeps) both server contexts
+        cfg.add_protocol("late", 1).unwrap();
+        cfg.add_cert(Some("three.test"), None, None).unwrap();
+        let built = cfg.build().unwrap();
+        for name in ["one.test", "two.test", "three.test"] {
+            let (s, c) = pair();
+            let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+            let mut client = Connection::new(&built.client, Role::Client, c.as_raw_fd(), Some(name)).unwrap();
+            connect(&mut server, &mut client);
+            assert_eq!(server.selected_alpn(), Some(&b"late"[..]), "{name}");
+            assert_eq!(peer_common_name(&client), name);
+        }
+    }
+
     /// Client settings that trust `ca` (a self-signed certificate acting as
     /// its own root).
     fn verifying_client(ca: &openssl::x509::X509) -> Built<u8> {
         let mut cfg: TlsConfig<u8> = TlsConfig::new(None, None, None).unwrap();
-        cfg.trust = Some(crate::tls::config::Trust::Cas(vec![ca.clone()]));
+        cfg.trust_with(crate::tls::config::Trust::Cas(vec![ca.clone()]));
         cfg.build().unwrap()
     }
 
-    fn client_result(server_cfg: &TlsConfig<u8>, client: &Built<u8>, name: &str) -> Handshake {
+    fn client_result(server_cfg: &mut TlsConfig<u8>, client: &Built<u8>, name: &str) -> Handshake {
         let built = server_cfg.build().unwrap();
         let (s, c) = pair();
         let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
@@ -756,22 +774,22 @@ mod tests {
 
     #[test]
     fn verification_checks_chain_and_host_name() {
-        let cfg = configs();
-        let trusted = cfg.certs[0].chain[0].clone();
+        let mut cfg = configs();
+        let trusted = cfg.certs()[0].chain[0].clone();
         let client = verifying_client(&trusted);
-        assert_eq!(client_result(&cfg, &client, "one.test"), Handshake::Done);
-        match client_result(&cfg, &client, "wrong.test") {
+        assert_eq!(client_result(&mut cfg, &client, "one.test"), Handshake::Done);
+        match client_result(&mut cfg, &client, "wrong.test") {
             Handshake::Failed(r) => assert!(r.contains("hostname mismatch"), "{r}"),
             other => panic!("{other:?}"),
         }
         let (_, stranger) = crate::tls::selfsigned::generate("one.test").unwrap();
-        match client_result(&cfg, &verifying_client(&stranger), "one.test") {
+        match client_result(&mut cfg, &verifying_client(&stranger), "one.test") {
             Handshake::Failed(r) => assert!(r.starts_with("certificate verify failed: "), "{r}"),
             other => panic!("{other:?}"),
         }
         // Anonymous mode connects to the same server under any name.
         let anonymous: Built<u8> = TlsConfig::new(None, None, None).unwrap().build().unwrap();
-        assert_eq!(client_result(&cfg, &anonymous, "wrong.test"), Handshake::Done);
+        assert_eq!(client_result(&mut cfg, &anonymous, "wrong.test"), Handshake::Done);
     }
 
     #[test]
