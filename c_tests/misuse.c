@@ -165,6 +165,7 @@ static const row_s rows[] = {
     {"all NULL names (self-signed for localhost)", CERT_ADD, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
     {"valid key and certificate (control)", CERT_ADD, LIVE, "b.test", "@key.pem", "@cert.pem", 0, SILENT, {0}, 0, 0},
     {"RSA-1024 certificate (under OpenSSL's security level)", NEW, LIVE, "localhost", "@rsa1024_key.pem", "@rsa1024.pem", 0, ERROR, {"rsa1024.pem", "refuses it"}, 0, 0},
+    {"expired certificate (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@expired.pem", 0, WARN1, {"expired.pem", "expired on"}, 0, 0},
     {"chain out of order (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@wrong_chain.pem", 0, WARN1, {"did not issue certificate 1", 0}, 0, 0},
     {"a name that already has a certificate (one WARNING)", CERT_ADD, LIVE, "localhost", "@key.pem", "@cert.pem", 0, WARN1, {"already has a certificate", 0}, 0, 0},
     {"server name not UTF-8", CERT_ADD, LIVE, "\xc0\xaf", NULL, NULL, 0, ERROR, {"server name", "not valid UTF-8"}, 0, 0},

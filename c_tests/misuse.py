@@ -71,6 +71,10 @@ def make_fixtures(d):
          "-out", p("stranger_key.pem"))
     ossl("req", "-new", "-x509", "-key", p("stranger_key.pem"), "-subj", "/CN=stranger",
          "-days", "30", "-out", p("stranger.pem"))
+    # an expired certificate (valid until a day before it was made)
+    ossl("req", "-new", "-key", p("key.pem"), "-subj", "/CN=localhost", "-out", p("expired.csr"))
+    ossl("x509", "-req", "-in", p("expired.csr"), "-signkey", p("key.pem"), "-days", "-1",
+         "-out", p("expired.pem"))
     # a key too small for OpenSSL's security level
     ossl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024",
          "-out", p("rsa1024_key.pem"))
@@ -97,7 +101,7 @@ def make_fixtures(d):
     os.chmod(p("mode000"), 0)
     for name in ("key.pem", "cert.pem", "ca.pem", "other_key.pem", "enc_key.pem",
                  "wrong_chain.pem", "stranger.pem", "stranger_key.pem",
-                 "rsa1024.pem", "rsa1024_key.pem",
+                 "rsa1024.pem", "rsa1024_key.pem", "expired.pem",
                  "garbage.pem", "junk50m", "empty"):
         os.chmod(p(name), 0o644)
 
