@@ -21,7 +21,7 @@ use super::{pem, selfsigned};
 use openssl::sha::Sha256;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{
-    AlpnError, ClientHelloResponse, NameType, SniError, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
+    AlpnError, ClientHelloResponse, SslAlert, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
     SslRef, SslVerifyMode, SslVersion,
 };
 use openssl::stack::Stack;
@@ -356,19 +356,9 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             }
             Ok(ClientHelloResponse::SUCCESS)
         });
-        // Also runs once the extensions are parsed: OpenSSL acknowledges
-        // the SNI only when a servername callback accepts it.
-        let sni_entries = entries.clone();
-        b.set_servername_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
-            let host = match ssl.servername(NameType::HOST_NAME) {
-                Some(h) => h.to_string(),
-                None => return Ok(()),
-            };
-            if let Some(i) = pick_entry(&sni_entries, &host) {
-                ssl.set_ssl_context(&sni_entries[i].1).map_err(|_| SniError::ALERT_FATAL)?;
-            }
-            Ok(())
-        });
+        // The ClientHello callback did the switching. OpenSSL acknowledges
+        // the client's SNI only when a servername callback accepts it.
+        b.set_servername_callback(|_: &mut SslRef, _: &mut SslAlert| Ok(()));
         let server = b.build();
 
         let client = client_builder(self)?.build();
