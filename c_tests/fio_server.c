@@ -141,17 +141,23 @@ static void on_http_request(http_s *h) {
   http_send_body(h, HELLO_BODY, sizeof(HELLO_BODY) - 1);
 }
 
-static int start_https(fio_tls_s *tls) {
-  intptr_t uuid = http_listen(listen_port, "127.0.0.1",
-                              .on_request = on_http_request, .tls = tls,
-                              .public_folder = public_dir,
+/* http_listen on 127.0.0.1:port with the HTTP routes above */
+static int listen_https(const char *port, fio_tls_s *tls) {
+  intptr_t uuid = http_listen(port, "127.0.0.1", .on_request = on_http_request,
+                              .tls = tls, .public_folder = public_dir,
                               .public_folder_length =
                                   public_dir ? strlen(public_dir) : 0);
   if (uuid == -1) {
-    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n",
-            listen_port, strerror(errno));
+    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n", port,
+            strerror(errno));
     return -1;
   }
+  return 0;
+}
+
+static int start_https(fio_tls_s *tls) {
+  if (listen_https(listen_port, tls))
+    return -1;
   http_tls = tls;
   return 0;
 }
@@ -412,14 +418,8 @@ static fio_tls_s *pair_tls;
 
 /* mode pair: `open` on listen_port, `verifying` on port2 */
 static int start_pair(fio_tls_s *open, fio_tls_s *verifying, const char *port2) {
-  if (start_https(open))
+  if (start_https(open) || listen_https(port2, verifying))
     return -1;
-  if (http_listen(port2, "127.0.0.1", .on_request = on_http_request,
-                  .tls = verifying) == -1) {
-    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n", port2,
-            strerror(errno));
-    return -1;
-  }
   pair_tls = verifying;
   return 0;
 }
