@@ -183,23 +183,30 @@ class Server(harness.LoggedProcess):
 # testssl.sh
 # ---------------------------------------------------------------------------
 
-def run_testssl(tool, port, ca, out_dir, tag):
-    json_path = os.path.join(out_dir, f"testssl-{tag}.json")
-    argv = [tool, "--quiet", "--color", "0", "--warnings", "batch", "--ip", "127.0.0.1",
-            "--openssl-timeout", "10", "--jsonfile", json_path]
-    if ca:
-        argv += ["--add-ca", ca]
-    argv.append(f"localhost:{port}")
+def run_scanner(name, argv, out_dir, tag, timeout):
+    """Runs the scanner whose command line is argv(json_path) and which
+    writes that JSON file; keeps its console output as `<name>-<tag>.txt`.
+    Returns (data or None, console text, error or None, seconds)."""
+    json_path = os.path.join(out_dir, f"{name}-{tag}.json")
     began = time.monotonic()
-    rc, out, err = run(argv, timeout=900)
+    rc, out, err = run(argv(json_path), timeout=timeout)
     took = time.monotonic() - began
-    with open(os.path.join(out_dir, f"testssl-{tag}.txt"), "wb") as f:
+    text = (out + err).decode(errors="replace")
+    with open(os.path.join(out_dir, f"{name}-{tag}.txt"), "wb") as f:
         f.write(out + err)
     if not os.path.exists(json_path):
-        return None, f"testssl produced no JSON (exit {rc}): {(out + err)[-800:].decode(errors='replace')}", took
+        return None, text, f"{name} produced no JSON (exit {rc}): {text[-800:]}", took
     with open(json_path) as f:
-        data = json.load(f)
-    return data, None, took
+        return json.load(f), text, None, took
+
+
+def run_testssl(tool, port, ca, out_dir, tag):
+    def argv(json_path):
+        return [tool, "--quiet", "--color", "0", "--warnings", "batch", "--ip", "127.0.0.1",
+                "--openssl-timeout", "10", "--jsonfile", json_path,
+                *(["--add-ca", ca] if ca else []), f"localhost:{port}"]
+    data, _, error, took = run_scanner("testssl", argv, out_dir, tag, 900)
+    return data, error, took
 
 
 def testssl_findings(data):
@@ -226,21 +233,12 @@ def testssl_facts(data):
 # ---------------------------------------------------------------------------
 
 def run_sslyze(tool, port, ca, out_dir, tag):
-    json_path = os.path.join(out_dir, f"sslyze-{tag}.json")
-    argv = [tool, "--json_out", json_path, "--mozilla_config", "intermediate"]
-    if ca:
-        argv += ["--certinfo_ca_file", ca]
-    argv.append(f"localhost:{port}{{127.0.0.1}}")
-    began = time.monotonic()
-    rc, out, err = run(argv, timeout=600)
-    took = time.monotonic() - began
-    text = (out + err).decode(errors="replace")
-    with open(os.path.join(out_dir, f"sslyze-{tag}.txt"), "w") as f:
-        f.write(text)
-    if not os.path.exists(json_path):
-        return None, None, f"sslyze produced no JSON (exit {rc}): {text[-800:]}", took
-    with open(json_path) as f:
-        data = json.load(f)
+    def argv(json_path):
+        return [tool, "--json_out", json_path, "--mozilla_config", "intermediate",
+                *(["--certinfo_ca_file", ca] if ca else []), f"localhost:{port}{{127.0.0.1}}"]
+    data, text, error, took = run_scanner("sslyze", argv, out_dir, tag, 600)
+    if error:
+        return None, None, error, took
     # the compliance verdict is only in the text output
     m = re.search(r"COMPLIANCE AGAINST TLS CONFIGURATION.*", text, re.S)
     return data, (m.group(0) if m else ""), None, took
