@@ -125,10 +125,10 @@ check-library: all $(CT)/header_check_c.o $(CT)/header_check_cxx.o
 	  --cxx-object $(CT)/header_check_cxx.o
 
 # only the header on the include path: it must be self-contained
-$(CT)/header_check_c.o: c_tests/header_check.c $(HEADER)
+$(CT)/header_check_c.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
 	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -c $< -o $@
-$(CT)/header_check_cxx.o: c_tests/header_check.c $(HEADER)
+$(CT)/header_check_cxx.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
 	$(CXX) -Wall -Wextra -Werror -x c++ -Iinclude -c $< -o $@
 
@@ -159,7 +159,7 @@ endif
 # ---------------------------------------------------------------------------
 c-tests: all $(CT_BINARIES)
 
-$(CT)/%.o: c_tests/%.c $(HEADER) c_tests/https_headers.h c_tests/preload_trust.h
+$(CT)/%.o: c_tests/programs/%.c $(HEADER) c_tests/programs/https_headers.h c_tests/programs/preload_trust.h
 	@mkdir -p $(CT)
 	$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
@@ -174,7 +174,7 @@ $(CT)/shared/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 
 # LD_PRELOAD programs link facil.io only, which lacks the extension
 # fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly
-$(CT)/%.preload.o: c_tests/%.c $(HEADER) c_tests/https_headers.h c_tests/preload_trust.h
+$(CT)/%.preload.o: c_tests/programs/%.c $(HEADER) c_tests/programs/https_headers.h c_tests/programs/preload_trust.h
 	@mkdir -p $(CT)
 	$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
@@ -188,7 +188,7 @@ $(CT)/broken/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	  -Wl,-rpath,$(CT_RPATH_OURS) -lpthread -lm
 
 # ---------------------------------------------------------------------------
-# API misuse table (c_tests/misuse.c, driven by c_tests/misuse.py)
+# API misuse table (c_tests/programs/misuse.c, driven by c_tests/misuse.py)
 # ---------------------------------------------------------------------------
 # misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids) and
 # the driver's log/SSLKEYLOGFILE checks run the static fio_server.
@@ -205,10 +205,10 @@ check-misuse: all $(MISUSE_BINS) $(MISUSE_SERVER)
 	  $(if $(MISUSE_SERVER),--server $(MISUSE_SERVER),) --tmp-root $(BUILD)
 	@$(if $(MISUSE_SERVER),,echo "# (no facil.io build: the misuse rows that need facil.io and the log/SSLKEYLOGFILE checks were not run)")
 
-$(MISUSE_DIR)/misuse: c_tests/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
+$(MISUSE_DIR)/misuse: c_tests/programs/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
 	$(CC) $(CT_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libfio_tls.a $(FIO_TLS_STATIC_LIBS)
-$(MISUSE_DIR)/misuse_facil: c_tests/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
+$(MISUSE_DIR)/misuse_facil: c_tests/programs/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
 	$(CC) $(CT_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
 	  $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
@@ -230,10 +230,10 @@ endif
 $(ASAN_LIB): FORCE
 	RUSTFLAGS="-Zsanitizer=address" RUSTC_BOOTSTRAP=1 \
 	  $(CARGO) build --lib --target $(ASAN_TRIPLE) --target-dir $(ASAN_TARGET_DIR)
-$(MISUSE_DIR)/misuse_asan: c_tests/misuse.c $(HEADER) $(ASAN_LIB)
+$(MISUSE_DIR)/misuse_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(FIO_TLS_STATIC_LIBS)
-$(MISUSE_DIR)/misuse_facil_asan: c_tests/misuse.c $(HEADER) $(ASAN_LIB)
+$(MISUSE_DIR)/misuse_facil_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
 	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
@@ -333,7 +333,7 @@ clean:
 # torture suite (issue 4): hostile and heavy traffic against a real facil.io
 #   make torture        full run (~4 min): every item of issue 4, full counts
 #   make torture-quick  shortened counts (~60 s); part of make check
-# c_tests/torture_server.c is built in static mode by the pattern rules
+# c_tests/programs/torture_server.c is built in static mode by the pattern rules
 # above ($(CT)/%.o, $(CT)/static/%); outputs and logs go to build/torture/.
 # ---------------------------------------------------------------------------
 TORTURE_BIN := $(CT)/static/torture_server
