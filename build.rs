@@ -1,10 +1,11 @@
-//! Build script: regenerates include/fio_tls.h with cbindgen and sets the
-//! shared library's SONAME and export list.
+//! Build script: checks the OpenSSL version, regenerates include/fio_tls.h
+//! with cbindgen and sets the shared library's SONAME and export list.
 
 use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    openssl_version_gate();
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     // A hand edit of the committed header is undone by the next build
@@ -26,4 +27,39 @@ fn main() {
         }
         Err(e) => panic!("cbindgen could not generate {}: {e}", header.display()),
     }
+}
+
+/// Reports the OpenSSL that openssl-sys found (system) or built (vendored)
+/// and refuses anything older than 3.0. openssl-sys passes its version to
+/// us, a direct dependent, as `DEP_OPENSSL_VERSION_NUMBER` (hex
+/// `OPENSSL_VERSION_NUMBER`, 0xMNN00PP0L); LibreSSL and others get
+/// `DEP_OPENSSL_LIBRESSL_VERSION_NUMBER` or none at all.
+fn openssl_version_gate() {
+    let vendored = std::env::var_os("CARGO_FEATURE_VENDORED").is_some();
+    let source = if vendored { "vendored: built from source by openssl-src" } else { "system" };
+    if let Ok(libressl) = std::env::var("DEP_OPENSSL_LIBRESSL_VERSION_NUMBER") {
+        panic!(
+            "fio_tls needs OpenSSL 3.0 or newer; openssl-sys found LibreSSL (version number {libressl}). \
+             Install OpenSSL 3 development files (Debian: libssl-dev) or build with `make OPENSSL=vendored`."
+        );
+    }
+    let Ok(hex) = std::env::var("DEP_OPENSSL_VERSION_NUMBER") else {
+        panic!(
+            "fio_tls needs OpenSSL 3.0 or newer; openssl-sys did not report an OpenSSL version \
+             (BoringSSL or AWS-LC?). Install OpenSSL 3 development files (Debian: libssl-dev) \
+             or build with `make OPENSSL=vendored`."
+        );
+    };
+    let number = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
+    let (major, minor, patch) = (number >> 28, (number >> 20) & 0xff, (number >> 4) & 0xff);
+    let version = format!("{major}.{minor}.{patch}");
+    if major < 3 {
+        panic!(
+            "fio_tls needs OpenSSL 3.0 or newer, but openssl-sys found OpenSSL {version} ({source}). \
+             Install OpenSSL 3 development files (Debian 12: libssl-dev 3.0), point OPENSSL_DIR at an \
+             OpenSSL 3 installation, or build with `make OPENSSL=vendored` (OpenSSL 3.5 LTS compiled in)."
+        );
+    }
+    println!("cargo:warning=fio_tls: building against OpenSSL {version} ({source})");
+    println!("cargo:rustc-env=FIO_TLS_OPENSSL_BUILT={version} ({source})");
 }

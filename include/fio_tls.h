@@ -38,6 +38,18 @@ extern "C" {
  * Protocol versions are TLS 1.2 and 1.3 only, with forward-secret AEAD
  * suites, no compression and no renegotiation.
  *
+ * Key exchange groups (server and client, in preference order) follow the
+ * OpenSSL the library runs on, chosen at run time:
+ * - OpenSSL 3.5 or newer (and the `OPENSSL=vendored` build, which carries
+ *   OpenSSL 3.5 LTS): X25519MLKEM768 (post-quantum hybrid), X25519, P-256,
+ *   X448, P-384, P-521. A client sends key shares for X25519MLKEM768 and
+ *   X25519; a server picks the first of the list that the client sent a
+ *   key share for, so a classical client that sent an X25519 share gets
+ *   X25519 without a HelloRetryRequest.
+ * - OpenSSL 3.0 to 3.4: X25519, P-256, X448, P-384, P-521 (no ML-KEM).
+ * With `FIO_LOG_LEVEL` at debug (5), each finished handshake logs its
+ * version, group and ALPN protocol.
+ *
  * Returns a new object owned by the caller (release it with
  * `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
  * naming the file and the reason (missing or unreadable file, no valid

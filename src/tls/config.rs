@@ -8,13 +8,14 @@
 //!
 //! Defaults (server and client): TLS 1.2 and 1.3 only; TLS 1.2 suites are
 //! ECDHE with AES-GCM or ChaCha20-Poly1305 (forward secret AEAD only), in the
-//! server's order; groups X25519, P-256, P-384; no compression; no
+//! server's order; key exchange groups as [`groups`] picks them for the
+//! OpenSSL in the process (X25519MLKEM768 first where it has ML-KEM); no compression; no
 //! renegotiation; session tickets (keys rotated, see [`super::tickets`])
 //! and the server session cache on; a session resumes only under the
 //! certificate and peer-verification settings it was made with.
 
 use super::error::{first_reason, ConfigError};
-use crate::log::log_warning;
+use crate::log::{log_debug, log_warning};
 use openssl::asn1::Asn1Time;
 use openssl::x509::X509VerifyResult;
 use super::{pem, selfsigned};
@@ -36,8 +37,50 @@ pub const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-/// Key exchange groups, in preference order.
-pub const GROUPS: &str = "X25519:P-256:P-384";
+/// Key exchange groups with the post-quantum hybrid (OpenSSL 3.5 and newer),
+/// in preference order, as one group tuple (OpenSSL 3.5's list syntax).
+///
+/// - Server: with `CIPHER_SERVER_PREFERENCE` and a single tuple, OpenSSL
+///   takes the first group of this list for which the client sent a key
+///   share, so a client that sent X25519MLKEM768 gets it and a client that
+///   sent only an X25519 share gets X25519 without a HelloRetryRequest. A
+///   HelloRetryRequest happens only when no key share is usable (then for
+///   the first group of this list the client supports).
+/// - Client: `*` marks the groups we send key shares for: X25519MLKEM768
+///   and X25519, as browsers do, so a server without ML-KEM answers at once.
+///
+/// X25519MLKEM768 is the hybrid of draft-ietf-tls-ecdhe-mlkem (codepoint
+/// 0x11EC): the shared secret is ML-KEM-768's concatenated with X25519's,
+/// so it is as strong as the stronger of the two.
+pub const GROUPS_PQ: &str = "*X25519MLKEM768:*X25519:P-256:X448:P-384:P-521";
+
+/// Key exchange groups without ML-KEM (OpenSSL 3.0 to 3.4), in preference
+/// order: the classical tail of [`GROUPS_PQ`]. A client sends an X25519 key
+/// share.
+pub const GROUPS_CLASSICAL: &str = "X25519:P-256:X448:P-384:P-521";
+
+/// The group list the OpenSSL in this process accepts: [`GROUPS_PQ`] where
+/// it knows X25519MLKEM768 and the 3.5 list syntax, otherwise
+/// [`GROUPS_CLASSICAL`]. Decided at run time, once per process (the shared
+/// library may run against a newer libssl than it was built with).
+pub fn groups() -> &'static str {
+    static CHOSEN: once_cell::sync::OnceCell<&'static str> = once_cell::sync::OnceCell::new();
+    CHOSEN.get_or_init(|| {
+        let accepted = SslContextBuilder::new(SslMethod::tls())
+            .map(|mut b| b.set_groups_list(GROUPS_PQ).is_ok())
+            .unwrap_or(false);
+        // A refused list leaves nothing on the thread's error queue: the
+        // openssl crate drains it into the returned ErrorStack.
+        let list = if accepted { GROUPS_PQ } else { GROUPS_CLASSICAL };
+        log_debug!(
+            "{} (built against OpenSSL {}); key exchange groups {}",
+            openssl::version::version(),
+            env!("FIO_TLS_OPENSSL_BUILT"),
+            list.replace('*', "")
+        );
+        list
+    })
+}
 
 /// Longest ALPN protocol name (RFC 7301: a 1-byte length prefix).
 pub const MAX_ALPN_NAME: usize = 255;
@@ -385,7 +428,7 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_max_proto_version(Some(SslVersion::TLS1_3))?;
     b.set_cipher_list(TLS12_CIPHERS)?;
-    b.set_groups_list(GROUPS)?;
+    b.set_groups_list(groups())?;
     b.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_RENEGOTIATION);
     // Return the 2 x ~17 KiB record buffers to the allocator whenever a
     // connection has nothing in flight (idle keep-alive connections).

@@ -284,6 +284,12 @@ impl Connection {
         self.stream.ssl().version_str()
     }
 
+    /// The key exchange group agreed on, by OpenSSL's name ("X25519MLKEM768",
+    /// "x25519", ...); `None` before the key exchange.
+    pub fn negotiated_group(&self) -> Option<String> {
+        sys::negotiated_group(self.stream.ssl())
+    }
+
     /// Bytes waiting for the socket: ciphertext, plus plaintext taken by
     /// short writes and not encrypted yet.
     pub fn pending_output(&self) -> usize {

@@ -13,6 +13,9 @@ pub mod selfsigned;
 mod sys;
 pub mod tickets;
 
+#[cfg(test)]
+mod groups_tests;
+
 pub use config::{Built, CertEntry, Protocol, TlsConfig};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::ConfigError;

@@ -1,13 +1,38 @@
 //! The few OpenSSL calls the `openssl` / `openssl-sys` crates do not wrap.
 
 use foreign_types::{ForeignType, ForeignTypeRef};
-use libc::{c_int, c_void, size_t};
+use libc::{c_char, c_int, c_long, c_void, size_t};
 use openssl::error::ErrorStack;
 use openssl::ssl::{Ssl, SslContextRef};
 
 extern "C" {
     fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
     fn OPENSSL_cleanse(ptr: *mut c_void, len: size_t);
+    fn SSL_group_to_name(ssl: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
+}
+
+/// `SSL_CTRL_GET_NEGOTIATED_GROUP` (ssl.h; `SSL_get_negotiated_group` is a
+/// macro over `SSL_ctrl`), the same number in OpenSSL 3.0 to 3.5.
+const SSL_CTRL_GET_NEGOTIATED_GROUP: c_int = 134;
+
+/// The key exchange group of the handshake, by OpenSSL's name for it
+/// (`SSL_get_negotiated_group` + `SSL_group_to_name`): "X25519MLKEM768",
+/// "x25519", "secp256r1", ... `None` before the key exchange or when OpenSSL
+/// has no name for it.
+pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
+    // SAFETY: ssl is live; the control only reads the connection's state.
+    let id: c_long = unsafe { openssl_sys::SSL_ctrl(ssl.as_ptr(), SSL_CTRL_GET_NEGOTIATED_GROUP, 0, core::ptr::null_mut()) };
+    if id <= 0 {
+        return None;
+    }
+    // SAFETY: ssl is live; the name is a static string of OpenSSL's or of
+    // a provider's, copied at once.
+    let name = unsafe { SSL_group_to_name(ssl.as_ptr(), id as c_int) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string (see above).
+    Some(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
 }
 
 /// `SSL_has_pending`: true when OpenSSL holds received bytes (decrypted or
