@@ -258,7 +258,12 @@ impl Trust {
 
     fn apply(&self, b: &mut SslContextBuilder, server: bool) -> Result<(), ConfigError> {
         match self {
-            Trust::System => b.set_default_verify_paths()?,
+            Trust::System => {
+                b.set_default_verify_paths()?;
+                if let Some((file, dir)) = distribution_store() {
+                    b.load_verify_locations(file, dir)?;
+                }
+            }
             Trust::Cas(cas) => {
                 let mut store = X509StoreBuilder::new()?;
                 for ca in cas {
@@ -283,6 +288,52 @@ impl Trust {
         b.set_verify(mode);
         Ok(())
     }
+}
+
+/// CA bundles and hashed directories of the common Linux distributions
+/// (Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine), most common first.
+const DISTRIBUTION_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+const DISTRIBUTION_CA_DIRS: &[&str] = &["/etc/ssl/certs", "/etc/pki/tls/certs"];
+
+/// Where the system trust store is when OpenSSL's own defaults miss it.
+///
+/// OpenSSL looks in `SSL_CERT_FILE` / `SSL_CERT_DIR`, else in its
+/// compiled-in OPENSSLDIR (`cert.pem`, `certs/`). A distribution's libssl
+/// points OPENSSLDIR at the distribution's store; the vendored build's
+/// OpenSSL (openssl-src) has `/usr/local/ssl`, which usually does not
+/// exist. So: when neither variable is set and neither compiled-in location
+/// exists, the first existing distribution CA file and directory; `None`
+/// when OpenSSL's defaults apply (a variable set to a missing path still
+/// means "that store", e.g. an empty one, as with a system libssl).
+fn distribution_store() -> Option<(Option<&'static std::path::Path>, Option<&'static std::path::Path>)> {
+    use std::ffi::CStr;
+    use std::path::Path;
+    if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
+        return None;
+    }
+    // SAFETY: both return pointers to static NUL-terminated strings.
+    let (default_file, default_dir) = unsafe {
+        (
+            CStr::from_ptr(openssl_sys::X509_get_default_cert_file()),
+            CStr::from_ptr(openssl_sys::X509_get_default_cert_dir()),
+        )
+    };
+    let exists = |c: &CStr| c.to_str().map(|p| Path::new(p).exists()).unwrap_or(false);
+    if exists(default_file) || exists(default_dir) {
+        return None;
+    }
+    let file = DISTRIBUTION_CA_FILES.iter().map(Path::new).find(|p| p.is_file());
+    let dir = DISTRIBUTION_CA_DIRS.iter().map(Path::new).find(|p| p.is_dir());
+    if file.is_none() && dir.is_none() {
+        return None;
+    }
+    Some((file, dir))
 }
 
 impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
@@ -631,6 +682,38 @@ mod tests {
         let e = refused.expect("a list over 65535 bytes must be refused");
         assert!(e.contains("65535"), "{e}");
         assert!(cfg.build().is_ok(), "what was accepted still builds");
+    }
+
+    /// `fio_tls_trust(tls, NULL)` finds the distribution's CA bundle with
+    /// any OpenSSL, including the vendored one whose OPENSSLDIR is not the
+    /// distribution's. Runs [`system_store_child`] in a child process
+    /// without SSL_CERT_FILE / SSL_CERT_DIR (often set in CI and shells).
+    #[test]
+    fn the_system_trust_store_is_found() {
+        let bundle = "/etc/ssl/certs/ca-certificates.crt";
+        if !std::path::Path::new(bundle).is_file() {
+            eprintln!("{bundle} missing (ca-certificates not installed): nothing to check");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tls::config::tests::system_store_child", "--ignored", "--nocapture"])
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    }
+
+    #[test]
+    #[ignore = "run by the_system_trust_store_is_found without SSL_CERT_FILE/SSL_CERT_DIR"]
+    fn system_store_child() {
+        assert!(std::env::var_os("SSL_CERT_FILE").is_none() && std::env::var_os("SSL_CERT_DIR").is_none());
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(None, None, None).unwrap();
+        cfg.set_trust(None).unwrap();
+        let built = cfg.build().unwrap();
+        let loaded = built.client.cert_store().all_certificates().len();
+        assert!(loaded > 10, "{loaded} CA certificates loaded from the system store");
     }
 
     #[test]
