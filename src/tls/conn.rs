@@ -42,6 +42,10 @@ const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// short write ends its loop and makes it wait for the socket instead.
 pub const SHORT_WRITE: usize = 1;
 
+/// The most a failed handshake reads and drops before the close (see
+/// `FdIo::discard_input`): the rest of a handshake flight plus a request.
+pub const DISCARD_LIMIT: usize = 64 * 1024;
+
 /// Which side of the handshake we play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -102,6 +106,31 @@ impl FdIo {
             self.out_pos = 0;
         }
         Ok(self.pending())
+    }
+
+    /// Reads and drops what the peer has already sent, up to
+    /// [`DISCARD_LIMIT`] bytes, without waiting. After a failed handshake
+    /// this lets the close that follows send a FIN behind our alert: a
+    /// socket closed with unread input sends a TCP reset instead, and a
+    /// peer that gets the reset before reading (a client sending its
+    /// request right after its Finished) sees "connection reset" rather
+    /// than the alert's reason ("certificate required"). OpenSSL 3.0 read
+    /// those bytes itself (read-ahead); OpenSSL 3.2 and newer ignore
+    /// read-ahead until the handshake is done, so they stay in the socket.
+    fn discard_input(&self) {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < DISCARD_LIMIT {
+            // SAFETY: buf is a live mutable array; fd is owned by the caller.
+            let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return; // EOF, EAGAIN, or not a socket
+            }
+            total += n as usize;
+        }
     }
 
     /// Writes buffered ciphertext until done or EAGAIN, keeping the
@@ -344,6 +373,11 @@ impl Connection {
                 _ => {
                     self.phase = Phase::Failed;
                     self.peer_hung_up = is_hangup(&e);
+                    if !self.peer_hung_up {
+                        // The alert is sent (or queued): let the close
+                        // carry a FIN, not a reset that can destroy it.
+                        self.stream.get_ref().discard_input();
+                    }
                     let reason = self.describe_error(&e);
                     if self.role == Role::Server && reason == "http request" {
                         self.answer_plaintext_http();
@@ -393,8 +427,10 @@ impl Connection {
     }
 
     fn describe_error(&self, e: &openssl::ssl::Error) -> String {
+        // Without peer verification (anonymous mode) OpenSSL still records
+        // why it would have refused the certificate: not our failure then.
         let verify = self.stream.ssl().verify_result();
-        if verify != X509VerifyResult::OK {
+        if verify != X509VerifyResult::OK && self.stream.ssl().verify_mode().contains(SslVerifyMode::PEER) {
             return format!("certificate verify failed: {}", verify.error_string());
         }
         if let Some(stack) = e.ssl_error() {

@@ -14,6 +14,8 @@ mod sys;
 pub mod tickets;
 
 #[cfg(test)]
+mod alert_tests;
+#[cfg(test)]
 mod groups_tests;
 
 pub use config::{Built, CertEntry, Protocol, TlsConfig};
