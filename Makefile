@@ -2,6 +2,9 @@
 #
 #   make                 build target/release/libfio_tls.{so,a}, include/fio_tls.h
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
+#   make OPENSSL=vendored  the same with OpenSSL 3.5 LTS compiled in (crate
+#                        openssl-src ~300.5): target/vendored/, build/vendored/;
+#                        every target below takes OPENSSL=vendored too
 #   make check           cargo test, header/symbol/SONAME checks, then the
 #                        facil.io integration suites, server side
 #                        (facil_suite.py) and client side (client_suite.py),
@@ -25,9 +28,42 @@ CARGO   ?= cargo
 PYTHON  ?= python3
 CC      ?= cc
 CXX     ?= g++
+# Which OpenSSL the library uses:
+#   system    the distribution's libssl/libcrypto (openssl-sys finds them with
+#             pkg-config), linked dynamically; security updates come with the
+#             distribution's packages
+#   vendored  OpenSSL 3.5 LTS built from source by the openssl-src crate (a few
+#             minutes) and linked in statically; its own cargo target dir and
+#             output dir, so both builds can sit side by side. The .a is
+#             partially linked into one object whose only global symbols are
+#             fio_tls_* (OpenSSL's are made local), so an application may also
+#             link the system libssl for its own use.
+OPENSSL ?= system
+ifeq ($(OPENSSL),vendored)
+CARGO_FLAGS := --features vendored --target-dir target/vendored
+RELEASE     := target/vendored/release
+BUILD       := build/vendored
 # what a program linking libfio_tls.a needs besides it
 # (cargo rustc --release -- --print native-static-libs)
+FIO_TLS_STATIC_LIBS ?= -lpthread -ldl -lm
+# fio_tls.pc: nothing from the system's OpenSSL
+PC_REQUIRES :=
+PC_DESCRIPTION := TLS for facil.io 0.7.0.beta4 (the fio_tls API), OpenSSL 3.5 LTS built in
+else ifeq ($(OPENSSL),system)
+CARGO_FLAGS :=
+RELEASE     := target/release
+BUILD       := build
 FIO_TLS_STATIC_LIBS ?= -lssl -lcrypto -lpthread -ldl -lm
+PC_REQUIRES := openssl
+PC_DESCRIPTION := TLS over OpenSSL for facil.io 0.7.0.beta4 (the fio_tls API)
+else
+$(error OPENSSL=$(OPENSSL): use OPENSSL=system (the default) or OPENSSL=vendored)
+endif
+# the system OpenSSL's link flags (ASan build, isolation test program)
+SYSTEM_SSL_LIBS := -lssl -lcrypto -lpthread -ldl -lm
+LD      ?= ld
+OBJCOPY ?= objcopy
+AR      ?= ar
 
 PREFIX       ?= /usr/local
 # make install drops the debug info (the build keeps it, for profiling)
@@ -43,8 +79,6 @@ DEMO_PORT ?= 4443
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml 2>/dev/null | head -n 1)
 SONAME  := libfio_tls.so.0
 
-RELEASE := target/release
-BUILD   := build
 CT      := $(BUILD)/c_tests
 HEADER  := include/fio_tls.h
 
@@ -82,7 +116,7 @@ all: $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME) $(BUILD)/libfio_tls.a
 # cargo decides what is stale; make then compares the files' times, so the
 # copies and the C programs are only redone when cargo changed something
 $(RELEASE)/libfio_tls.so $(RELEASE)/libfio_tls.a $(HEADER) &: FORCE
-	$(CARGO) build --release
+	$(CARGO) build --release $(CARGO_FLAGS)
 FORCE:
 
 $(BUILD)/libfio_tls.so: $(RELEASE)/libfio_tls.so
@@ -90,15 +124,34 @@ $(BUILD)/libfio_tls.so: $(RELEASE)/libfio_tls.so
 	cp -f $< $@
 $(BUILD)/$(SONAME): $(BUILD)/libfio_tls.so
 	ln -sf libfio_tls.so $@
+ifeq ($(OPENSSL),vendored)
+# One relocatable object: the library's code plus the parts of the Rust
+# runtime and OpenSSL it reaches (ld -r pulls archive members from the
+# seed functions), then every global symbol but fio_tls_* made local (and
+# rustc's embedded LLVM bitcode dropped: it is not needed to link, and an
+# LLVM plugin of binutils chokes on it once the symbols changed). An
+# application linking it and the system's -lssl -lcrypto gets two OpenSSLs
+# that never see each other's symbols (c_tests/suites/test_pq_vendored.py).
+$(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
+	@mkdir -p $(BUILD)/localize
+	$(LD) -r -d -o $(BUILD)/localize/fio_tls.o \
+	  -u fio_tls_new -u fio_tls_cert_add -u fio_tls_proto_add -u fio_tls_accept \
+	  -u fio_tls_connect -u fio_tls_destroy -u fio_tls_trust $<
+	$(OBJCOPY) --localize-hidden --wildcard --keep-global-symbol='fio_tls_*' \
+	  --remove-section=.llvmbc --remove-section=.llvmcmd $(BUILD)/localize/fio_tls.o
+	rm -f $@
+	$(AR) rcs $@ $(BUILD)/localize/fio_tls.o
+else
 $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 	@mkdir -p $(BUILD)
 	cp -f $< $@
+endif
 
 # ---------------------------------------------------------------------------
 # make check
 # ---------------------------------------------------------------------------
 check: check-header-fresh all check-rust check-library check-install check-facil \
-       check-misuse torture-quick
+       check-misuse torture-quick check-pq
 	@echo "make check: all steps passed"
 
 # The build regenerates include/fio_tls.h: it must come out identical to the
@@ -107,7 +160,7 @@ check-header-fresh:
 	@mkdir -p $(BUILD)
 	@test -f $(HEADER) || { echo "FAIL - $(HEADER) is missing (it is generated by the build and committed)"; exit 1; }
 	@cp -f $(HEADER) $(BUILD)/fio_tls.h.before
-	$(CARGO) build --release
+	$(CARGO) build --release $(CARGO_FLAGS)
 	@if ! cmp -s $(BUILD)/fio_tls.h.before $(HEADER); then \
 	  echo "FAIL - $(HEADER) changed when the build regenerated it:"; \
 	  diff -u $(BUILD)/fio_tls.h.before $(HEADER); exit 1; fi
@@ -117,7 +170,7 @@ check-header-fresh:
 	else echo "ok - $(HEADER) unchanged by the build (not tracked by git yet: only compared with the pre-build copy)"; fi
 
 check-rust:
-	$(CARGO) test --release
+	$(CARGO) test --release $(CARGO_FLAGS)
 
 check-library: all $(CT)/header_check_c.o $(CT)/header_check_cxx.o
 	$(PYTHON) c_tests/check_library.py --cc $(CC) --so $(BUILD)/libfio_tls.so \
@@ -135,9 +188,10 @@ $(CT)/header_check_cxx.o: c_tests/programs/header_check.c $(HEADER)
 # install into a scratch DESTDIR and look at the result
 check-install: all
 	rm -rf $(BUILD)/stage
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/stage) PREFIX=/usr
+	$(MAKE) --no-print-directory install OPENSSL=$(OPENSSL) DESTDIR=$(abspath $(BUILD)/stage) PREFIX=/usr
 	$(PYTHON) c_tests/check_install.py --root $(abspath $(BUILD)/stage) \
-	  --prefix /usr --version $(VERSION)
+	  --prefix /usr --version $(VERSION) --static-libs "$(FIO_TLS_STATIC_LIBS)" \
+	  --requires "$(PC_REQUIRES)"
 
 ifeq ($(FACIL_IO_FOUND),)
 check-facil:
@@ -153,6 +207,30 @@ check-facil: c-tests
 	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
 	exit $$status
 endif
+
+# Post-quantum groups and the vendored build (issue 13): classical clients
+# (curl, s_client, Python ssl) against fio_server in both builds; ML-KEM
+# between our client and server, the archive's symbols and two OpenSSLs in
+# one process (c_tests/programs/isolation.c) in the vendored build.
+PYTEST ?= $(PYTHON) -m pytest
+PQ_PROGRAMS := $(CT)/static/fio_server $(CT)/static/fio_client
+ifeq ($(OPENSSL),vendored)
+PQ_PROGRAMS += $(CT)/static/isolation
+endif
+.PHONY: check-pq
+ifeq ($(FACIL_IO_FOUND),)
+check-pq:
+	@echo "SKIP check-pq: needs a facil.io 0.7.0.beta4 build (FACIL_IO_DIR=$(FACIL_IO_DIR), FACIL_IO_STATIC, FACIL_IO_SHARED)"
+else
+check-pq: all $(PQ_PROGRAMS)
+	FIO_TLS_BUILD=$(BUILD) FIO_TLS_OPENSSL=$(OPENSSL) FIO_TLS_TMP=$(BUILD)/pq-tests \
+	  $(PYTEST) -p no:cacheprovider -rs c_tests/suites/test_pq_vendored.py
+endif
+
+# the program's own calls go to the system OpenSSL, the library's to its own
+$(CT)/static/isolation: $(CT)/isolation.o $(BUILD)/libfio_tls.a
+	@mkdir -p $(@D)
+	$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(SYSTEM_SSL_LIBS)
 
 # ---------------------------------------------------------------------------
 # C programs against facil.io
@@ -232,11 +310,11 @@ $(ASAN_LIB): FORCE
 	  $(CARGO) build --lib --target $(ASAN_TRIPLE) --target-dir $(ASAN_TARGET_DIR)
 $(MISUSE_DIR)/misuse_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(FIO_TLS_STATIC_LIBS)
+	$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(SYSTEM_SSL_LIBS)
 $(MISUSE_DIR)/misuse_facil_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
-	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
+	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(SYSTEM_SSL_LIBS)
 
 check-asan: $(ASAN_BINS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
@@ -300,7 +378,7 @@ install: all
 	install -m 0755 $(RELEASE)/libfio_tls.so $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION)
 	ln -sf libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfio_tls.so
-	install -m 0644 $(RELEASE)/libfio_tls.a $(DESTDIR)$(LIBDIR)/libfio_tls.a
+	install -m 0644 $(BUILD)/libfio_tls.a $(DESTDIR)$(LIBDIR)/libfio_tls.a
 ifneq ($(INSTALL_STRIP),0)
 	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfio_tls.a
 endif
@@ -311,9 +389,9 @@ endif
 	  'includedir=$(INCLUDEDIR)' \
 	  '' \
 	  'Name: fio_tls' \
-	  'Description: TLS over OpenSSL for facil.io 0.7.0.beta4 (the fio_tls API)' \
+	  'Description: $(PC_DESCRIPTION)' \
 	  'Version: $(VERSION)' \
-	  'Requires.private: openssl' \
+	  $(if $(PC_REQUIRES),'Requires.private: $(PC_REQUIRES)') \
 	  'Libs: -L$${libdir} -lfio_tls' \
 	  'Libs.private: $(FIO_TLS_STATIC_LIBS)' \
 	  'Cflags: -I$${includedir}' \
@@ -340,7 +418,7 @@ TORTURE_BIN := $(CT)/static/torture_server
 TORTURE_OUT := $(BUILD)/torture
 VALGRIND    ?= valgrind
 TORTURE_QUICK_ITEMS ?= 1,2,3,4,5,6,7,8
-.SECONDARY: $(CT)/torture_server.o
+.SECONDARY: $(CT)/torture_server.o $(CT)/isolation.o
 .PHONY: torture torture-quick
 
 ifeq ($(FACIL_IO_FOUND),)

@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Report  # noqa: E402
 
-STATIC_LIBS = ["-lssl", "-lcrypto", "-lpthread", "-ldl", "-lm"]
+# the system-OpenSSL build's; the vendored build passes its own
+STATIC_LIBS = "-lssl -lcrypto -lpthread -ldl -lm"
 
 
 def main():
@@ -28,7 +29,13 @@ def main():
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--version", required=True)
     ap.add_argument("--header", default="include/fio_tls.h")
+    ap.add_argument("--static-libs", default=STATIC_LIBS,
+                    help="expected Libs.private (the static link's libraries)")
+    ap.add_argument("--requires", default="openssl",
+                    help="expected Requires.private ('' for the vendored build: "
+                         "fio_tls.pc must not ask for the system OpenSSL)")
     args = ap.parse_args()
+    static_libs = args.static_libs.split()
 
     report = Report()
 
@@ -66,8 +73,11 @@ def main():
           and "-lfio_tls" in fields.get("Libs", "")
           and "-I" in fields.get("Cflags", ""), text)
     check("fio_tls.pc Libs.private lists the static link's libraries",
-          fields.get("Libs.private", "").split() == STATIC_LIBS,
+          fields.get("Libs.private", "").split() == static_libs,
           fields.get("Libs.private"))
+    requires = " ".join(v for k, v in fields.items() if k.startswith("Requires"))
+    check(f"fio_tls.pc requires {args.requires or 'nothing'}",
+          requires.split() == args.requires.split(), text)
     check(f"fio_tls.pc prefix is {args.prefix}",
           re.search(rf"^prefix={re.escape(args.prefix)}$", text, re.M) is not None)
 
@@ -79,7 +89,8 @@ def main():
         mv, libs = q("--modversion"), q("--static", "--libs")
         check("pkg-config reads fio_tls.pc (version, static libs)",
               mv.stdout.strip() == args.version
-              and all(x in libs.stdout.split() for x in ["-lfio_tls"] + STATIC_LIBS),
+              and all(x in libs.stdout.split() for x in ["-lfio_tls"] + static_libs)
+              and (args.requires or not {"-lssl", "-lcrypto"} & set(libs.stdout.split())),
               mv.stdout + mv.stderr + libs.stdout + libs.stderr)
     else:
         print("ok - install: pkg-config reads fio_tls.pc # SKIP pkg-config not installed")

@@ -286,9 +286,27 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
         sys::force_event(conn.uuid, FIO_EVENT_ON_READY);
     }
     if step == Handshake::Done && !conn.handed_over.swap(true, Ordering::AcqRel) {
+        log_done(conn, tls);
         schedule_handover(conn);
     }
     step
+}
+
+/// DEBUG: what a finished handshake agreed on (the key exchange group shows
+/// whether it was post-quantum).
+fn log_done(conn: &HostConn, tls: &Connection) {
+    if !crate::log::enabled(crate::log::Level::Debug) {
+        return;
+    }
+    let side = if tls.role() == Role::Server { "server" } else { "client" };
+    let alpn = tls.selected_alpn().map(String::from_utf8_lossy);
+    log_debug!(
+        "TLS handshake done ({side}, uuid {:#x}): {}, group {}, ALPN {}",
+        conn.uuid,
+        tls.version(),
+        tls.negotiated_group().as_deref().unwrap_or("none"),
+        alpn.as_deref().unwrap_or("none")
+    );
 }
 
 fn log_failure(conn: &HostConn, tls: &Connection, reason: &str) {
@@ -331,18 +349,6 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
             return;
         }
         sys::timeout_set(conn.uuid, conn.saved_timeout);
-        if crate::log::enabled(crate::log::Level::Debug) {
-            let tls = conn.lock();
-            let side = if tls.role() == Role::Server { "server" } else { "client" };
-            let alpn = tls.selected_alpn().map(String::from_utf8_lossy);
-            log_debug!(
-                "TLS handshake done ({side}, uuid {:#x}): {}, group {}, ALPN {}",
-                conn.uuid,
-                tls.version(),
-                tls.negotiated_group().as_deref().unwrap_or("none"),
-                alpn.as_deref().unwrap_or("none")
-            );
-        }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
         if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
             callback(conn.uuid, conn.udata.0);

@@ -1,0 +1,244 @@
+"""Post-quantum key exchange and the vendored OpenSSL build (issue 13).
+
+Self-contained pytest file (no conftest needed). Run by `make check-pq`
+(part of `make check`), for either build:
+
+    make check-pq                    # system OpenSSL: the classical checks
+    make check-pq OPENSSL=vendored   # OpenSSL 3.5 LTS inside: all checks
+
+Environment (set by the Makefile; defaults in brackets):
+  FIO_TLS_BUILD    the build's output directory, holding libfio_tls.so,
+                   libfio_tls.a and c_tests/static/{fio_server,fio_client,
+                   isolation} [build]
+  FIO_TLS_OPENSSL  "system" or "vendored": which build that is [system]
+  FIO_TLS_TMP      where the tests keep their files [FIO_TLS_BUILD/pq-tests]
+
+Tests that need the vendored build (ML-KEM, symbol isolation) are skipped,
+with the reason, on the system build. Every server binds 127.0.0.1 only and
+runs in its own session (facil.io signals its process group).
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+
+BUILD = os.environ.get("FIO_TLS_BUILD", "build")
+OPENSSL = os.environ.get("FIO_TLS_OPENSSL", "system")
+TMP = os.environ.get("FIO_TLS_TMP", os.path.join(BUILD, "pq-tests"))
+STATIC = os.path.join(BUILD, "c_tests", "static")
+SEED_FUNCTIONS = {"fio_tls_new", "fio_tls_cert_add", "fio_tls_proto_add",
+                  "fio_tls_accept", "fio_tls_connect", "fio_tls_destroy",
+                  "fio_tls_trust"}
+
+vendored_only = pytest.mark.skipif(
+    OPENSSL != "vendored",
+    reason="needs the vendored build (OpenSSL 3.5 LTS): make check OPENSSL=vendored")
+
+
+def program(name):
+    path = os.path.join(STATIC, name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing: build it with make check-pq OPENSSL={OPENSSL}")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """fio_server at DEBUG log level; its output is collected in a file."""
+
+    def __init__(self, *args):
+        os.makedirs(TMP, exist_ok=True)
+        self.port = free_port()
+        self.log_path = os.path.join(TMP, f"server-{self.port}.log")
+        self.log = open(self.log_path, "w+b")
+        argv = [program("fio_server"), "-l", "5", *args[:1], str(self.port), *args[1:]]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 15
+        while f"READY {self.port}" not in self.text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"fio_server did not start:\n{self.text()}")
+            time.sleep(0.05)
+
+    def text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def handshakes(self):
+        """(version, group) of each finished server handshake (DEBUG lines)."""
+        return re.findall(r"TLS handshake done \(server, uuid \S+\): (\S+), group (\S+),",
+                          self.text())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def server():
+    srv = Server("selfsigned", "localhost")
+    yield srv
+    srv.stop()
+
+
+def wait_for(pred, timeout=5):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def run(argv, timeout=30, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+REQUEST = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def s_client(port, *args):
+    """openssl s_client (the system's) sending one request and reading the
+    whole response: a client that hangs up right after its Finished may be
+    gone before the server has read it (facil.io then just closes)."""
+    res = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+               "-servername", "localhost", "-brief", "-ign_eof", *args], input=REQUEST)
+    return res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------------------
+# The artefacts of the vendored build
+# ---------------------------------------------------------------------------
+@vendored_only
+def test_static_library_defines_only_fio_tls_globals():
+    res = run(["nm", "-g", "--defined-only", os.path.join(BUILD, "libfio_tls.a")])
+    assert res.returncode == 0, res.stderr
+    defined = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            defined[parts[2]] = parts[1]
+    assert set(defined) == SEED_FUNCTIONS, sorted(set(defined) ^ SEED_FUNCTIONS)
+    assert set(defined.values()) == {"T"}, defined
+    members = run(["ar", "t", os.path.join(BUILD, "libfio_tls.a")]).stdout.split()
+    assert len(members) == 1, members
+
+
+@vendored_only
+def test_shared_library_carries_its_own_openssl():
+    so = os.path.join(BUILD, "libfio_tls.so")
+    needed = re.findall(r"\(NEEDED\).*\[(.*)\]", run(["readelf", "-d", so]).stdout)
+    assert needed and not [n for n in needed if "libssl" in n or "libcrypto" in n], needed
+    exports = {line.split()[-1].split("@")[0]
+               for line in run(["nm", "-D", "--defined-only", so]).stdout.splitlines()
+               if len(line.split()) >= 3 and line.split()[-2] != "A"}
+    assert exports == SEED_FUNCTIONS, sorted(exports ^ SEED_FUNCTIONS)
+    # OpenSSL 3.5 is inside (its version string is in the read-only data)
+    assert b"OpenSSL 3.5." in open(so, "rb").read()
+
+
+@vendored_only
+def test_one_process_two_openssls():
+    """An application linking libfio_tls.a and the system's libssl: each
+    OpenSSL serves its own caller. Our library's server runs on 3.5, the
+    program's own client on the system's 3.0 (so the pair agrees on X25519,
+    not ML-KEM, which only 3.5 has)."""
+    system_version = run(["openssl", "version"]).stdout.strip()
+    port = free_port()
+    res = run([program("isolation"), str(port)], timeout=60, start_new_session=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    app = re.search(r"^APP-OPENSSL (.*)$", out, re.M).group(1)
+    assert app.split()[:2] == system_version.split()[:2], (app, system_version)
+    assert not app.startswith("OpenSSL 3.5"), app
+    assert re.search(r"^APP-SSL_CTX_new \S*/libssl\.so\.3$", out, re.M), out
+    assert re.search(r"^APP-OpenSSL_version \S*/libcrypto\.so\.3$", out, re.M), out
+    lib = re.search(r"DEBUG: fio_tls: (OpenSSL \S+) .*\(built against OpenSSL (\S+) \(vendored", out)
+    assert lib and lib.group(1).startswith("OpenSSL 3.5.") and lib.group(2).startswith("3.5."), out
+    assert re.search(r"TLS handshake done \(server, [^)]*\): TLSv1\.3, group x25519,", out), out
+    client = re.search(r"^CLIENT version=(\S+) group=(\S+) status=(.*) body=(\S+)$", out, re.M)
+    assert client, out
+    assert client.groups() == ("TLSv1.3", "x25519", "HTTP/1.1 200 OK", "isolated"), out
+
+
+# ---------------------------------------------------------------------------
+# Post-quantum key exchange
+# ---------------------------------------------------------------------------
+@vendored_only
+def test_our_client_and_server_negotiate_x25519mlkem768(server):
+    res = run([program("fio_client"), "-l", "5", "--name", "localhost", "http",
+               f"http://127.0.0.1:{server.port}/"])
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "STATUS 200" in out, out
+    assert re.search(r"TLS handshake done \(client, [^)]*\): TLSv1\.3, group X25519MLKEM768,", out), out
+    assert wait_for(lambda: server.handshakes()), server.text()
+    assert server.handshakes() == [("TLSv1.3", "X25519MLKEM768")], server.text()
+
+
+# ---------------------------------------------------------------------------
+# Classical clients on Debian's OpenSSL 3.0 (both builds)
+# ---------------------------------------------------------------------------
+def test_openssl_s_client_gets_x25519(server):
+    out = s_client(server.port)
+    assert "Hello from facil.io" in out, out
+    assert re.search(r"(Server Temp Key|Peer Temp Key): X25519", out), out
+    assert wait_for(lambda: server.handshakes()), server.text()
+    assert server.handshakes() == [("TLSv1.3", "x25519")], server.text()
+
+
+def test_curl_gets_x25519(server):
+    if not shutil.which("curl"):
+        pytest.skip("curl not installed")
+    res = run(["curl", "-sS", "-k", "--max-time", "10",
+               "--resolve", f"localhost:{server.port}:127.0.0.1",
+               f"https://localhost:{server.port}/"])
+    assert res.returncode == 0 and "Hello from facil.io" in res.stdout, res.stdout + res.stderr
+    assert wait_for(lambda: server.handshakes()), server.text()
+    assert server.handshakes() == [("TLSv1.3", "x25519")], server.text()
+
+
+def test_python_ssl_gets_x25519(server):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            body = b""
+            while chunk := tls.recv(65536):
+                body += chunk
+            assert tls.version() == "TLSv1.3"
+    assert b"200 OK" in body and b"Hello from facil.io" in body, body
+    assert wait_for(lambda: server.handshakes()), server.text()
+    assert server.handshakes() == [("TLSv1.3", "x25519")], (ssl.OPENSSL_VERSION, server.text())
+
+
+def test_a_p521_only_client_is_served(server):
+    """X448 and P-521 were missing from the group list before issue 13."""
+    for group, name in (("P-521", "secp521r1"), ("X448", "x448")):
+        out = s_client(server.port, "-groups", group)
+        assert "CONNECTION ESTABLISHED" in out and "Hello from facil.io" in out, out
+        assert wait_for(lambda: name in [g for _, g in server.handshakes()]), server.text()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
