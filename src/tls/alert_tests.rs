@@ -1,4 +1,5 @@
-//! A failed handshake's alert must reach a TCP peer that keeps sending.
+//! What a TCP peer sees after a failed handshake: the alert (not a reset),
+//! or for plaintext HTTP the 400 answer.
 //!
 //! TLS 1.3 client authentication fails on the server after the client has
 //! finished its side and (typically) sent its request. If the server closes
@@ -9,6 +10,7 @@
 
 use super::config::Trust;
 use super::{Connection, Handshake, ReadOutcome, Role, TlsConfig};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -85,5 +87,37 @@ fn a_client_without_the_required_certificate_reads_the_alert_not_a_reset() {
             assert!(text.contains("certificate required"), "the client did not get the alert: {e:?} ({text})");
         }
         other => panic!("expected the alert as an error, got {other:?}"),
+    }
+}
+
+/// Plain HTTP to the TLS port gets a 400 whatever the method: OpenSSL 3.2+
+/// reports "POST /..." as "packet length too long", not "http request".
+#[test]
+fn any_plaintext_http_request_gets_the_400_answer() {
+    let built = TlsConfig::<u8>::new(Some("plain.test"), None, None).unwrap().build().unwrap();
+    for request in [
+        &b"POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
+        b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let (s, c) = tcp_pair();
+        let mut server = Connection::new(&built.server, Role::Server, s.as_raw_fd(), None).unwrap();
+        (&c).write_all(request).unwrap();
+        (&c).write_all(&[b'x'; 4096]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        let what = String::from_utf8_lossy(&request[..6]).into_owned();
+        match server.handshake() {
+            Handshake::Failed(reason) => assert_eq!(reason, "http request", "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        drop(server);
+        drop(s);
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = Vec::new();
+        (&c).read_to_end(&mut answer).unwrap_or_else(|e| panic!("{what}: {e} (a reset instead of the answer?)"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{what}: {text}");
     }
 }

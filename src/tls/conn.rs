@@ -62,11 +62,15 @@ pub struct FdIo {
     /// Collect what OpenSSL writes in `out` instead of sending it (one
     /// batch of records, sent together by `drain`).
     collect: bool,
+    /// The first bytes read from the fd (to recognise a plaintext HTTP
+    /// request after a failed handshake).
+    head: [u8; 8],
+    head_len: u8,
 }
 
 impl FdIo {
     fn new(fd: RawFd) -> Self {
-        FdIo { fd, out: Vec::new(), out_pos: 0, collect: false }
+        FdIo { fd, out: Vec::new(), out_pos: 0, collect: false, head: [0; 8], head_len: 0 }
     }
 
     fn pending(&self) -> usize {
@@ -106,6 +110,21 @@ impl FdIo {
             self.out_pos = 0;
         }
         Ok(self.pending())
+    }
+
+    /// The connection began like a plaintext HTTP/1.x request (a method
+    /// and a space). OpenSSL says "http request" for some of them only:
+    /// 3.2 and newer check the record length first, so "POST /..." (whose
+    /// bytes 4-5 read as a length over 16 KiB) fails as "packet length too
+    /// long".
+    fn began_with_http_method(&self) -> bool {
+        const METHODS: [&[u8]; 9] =
+            [b"GET ", b"POST ", b"HEAD ", b"PUT ", b"PATCH ", b"DELETE ", b"OPTIONS ", b"TRACE ", b"CONNECT "];
+        let head = &self.head[..self.head_len as usize];
+        METHODS.iter().any(|m| {
+            let n = m.len().min(head.len());
+            n >= 4 && head[..n] == m[..n]
+        })
     }
 
     /// Reads and drops what the peer has already sent, up to
@@ -158,7 +177,13 @@ impl Read for FdIo {
             // SAFETY: buf is a live mutable slice.
             let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n >= 0 {
-                return Ok(n as usize);
+                let (have, n) = (self.head_len as usize, n as usize);
+                if have < self.head.len() {
+                    let take = (self.head.len() - have).min(n);
+                    self.head[have..have + take].copy_from_slice(&buf[..take]);
+                    self.head_len += take as u8;
+                }
+                return Ok(n);
             }
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINTR) {
@@ -345,6 +370,13 @@ impl Connection {
         let io = self.stream.get_mut();
         io.collect = false;
         let tls_failed = matches!(&step, Err(e) if !matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE));
+        if tls_failed && self.role == Role::Server && io.began_with_http_method() {
+            // Plaintext HTTP: OpenSSL 3.2+ may have queued an alert (e.g.
+            // record_overflow for "POST /"); the client would read it as
+            // garbage in front of the 400 answer.
+            io.out.clear();
+            io.out_pos = 0;
+        }
         if let Err(e) = io.drain() {
             // A TLS failure's own reason says more than the socket's.
             if !tls_failed {
@@ -378,7 +410,10 @@ impl Connection {
                         // carry a FIN, not a reset that can destroy it.
                         self.stream.get_ref().discard_input();
                     }
-                    let reason = self.describe_error(&e);
+                    let mut reason = self.describe_error(&e);
+                    if self.role == Role::Server && self.stream.get_ref().began_with_http_method() {
+                        reason = "http request".into();
+                    }
                     if self.role == Role::Server && reason == "http request" {
                         self.answer_plaintext_http();
                     }
