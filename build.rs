@@ -52,7 +52,14 @@ fn openssl_version_gate() {
     };
     let number = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
     let (major, minor, patch) = (number >> 28, (number >> 20) & 0xff, (number >> 4) & 0xff);
-    let version = format!("{major}.{minor}.{patch}");
+    let version = if major >= 3 {
+        format!("{major}.{minor}.{patch}")
+    } else {
+        // 0xMNNFFPPS: 1.1.1w is 0x1010117f (patch letter 0x17 = 'w')
+        let fix = (number >> 12) & 0xff;
+        let letter = if patch > 0 && patch <= 26 { char::from(b'a' + patch as u8 - 1).to_string() } else { String::new() };
+        format!("{major}.{minor}.{fix}{letter}")
+    };
     if major < 3 {
         panic!(
             "fio_tls needs OpenSSL 3.0 or newer, but openssl-sys found OpenSSL {version} ({source}). \

@@ -12,6 +12,8 @@ Environment (set by the Makefile; defaults in brackets):
                    isolation} [build]
   FIO_TLS_OPENSSL  "system" or "vendored": which build that is [system]
   FIO_TLS_TMP      where the tests keep their files [FIO_TLS_BUILD/pq-tests]
+  FIO_TLS_TARGET   the cargo target dir whose compiled build.rs is checked
+                   [target/vendored for vendored, else target]
 
 Tests that need the vendored build (ML-KEM, symbol isolation) are skipped,
 with the reason, on the system build. Every server binds 127.0.0.1 only and
@@ -123,6 +125,49 @@ def s_client(port, *args):
     res = run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
                "-servername", "localhost", "-brief", "-ign_eof", *args], input=REQUEST)
     return res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------------------
+# build.rs: the OpenSSL version gate
+# ---------------------------------------------------------------------------
+def build_script():
+    """The compiled build.rs of this build (the newest, if cargo kept
+    several)."""
+    target = os.environ.get("FIO_TLS_TARGET",
+                            "target/vendored" if OPENSSL == "vendored" else "target")
+    found = []
+    root = os.path.join(target, "release", "build")
+    for d in os.listdir(root) if os.path.isdir(root) else []:
+        p = os.path.join(root, d, "build-script-build")
+        if d.startswith("fio_tls-") and os.access(p, os.X_OK):
+            found.append(p)
+    if not found:
+        pytest.fail(f"no fio_tls build script under {root}: build first")
+    return max(found, key=os.path.getmtime)
+
+
+@pytest.mark.parametrize("number,version,accepted", [
+    ("1010117f", "1.1.1w", False),
+    ("1000214f", "1.0.2t", False),
+    ("30000000", "3.0.0", True),
+    ("30500050", "3.5.5", True),
+])
+def test_build_script_reports_the_openssl_version_and_refuses_older_than_3(tmp_path, number, version,
+                                                                           accepted):
+    # an empty manifest dir: past the gate the script stops at the missing
+    # cbindgen.toml, so nothing of the source tree is touched
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEP_OPENSSL", "CARGO_FEATURE"))}
+    env.update(DEP_OPENSSL_VERSION_NUMBER=number, OUT_DIR=str(tmp_path),
+               CARGO_MANIFEST_DIR=str(tmp_path))
+    res = run([build_script()], env=env)
+    out = res.stdout + res.stderr
+    if accepted:
+        assert f"cargo:warning=fio_tls: building against OpenSSL {version} (system)" in out, out
+    else:
+        assert res.returncode != 0, out
+        assert f"needs OpenSSL 3.0 or newer, but openssl-sys found OpenSSL {version}" in out, out
+        assert "OPENSSL=vendored" in out, out
+        assert "cargo:warning=fio_tls: building against" not in out, out
 
 
 # ---------------------------------------------------------------------------
