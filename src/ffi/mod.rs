@@ -113,6 +113,7 @@ impl fio_tls_s {
 ///   key share for, so a classical client that sent an X25519 share gets
 ///   X25519 without a HelloRetryRequest.
 /// - OpenSSL 3.0 to 3.4: X25519, P-256, X448, P-384, P-521 (no ML-KEM).
+///
 /// With `FIO_LOG_LEVEL` at debug (5), each finished handshake logs its
 /// version, group and ALPN protocol.
 ///
