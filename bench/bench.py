@@ -278,12 +278,14 @@ def run(argv, timeout=600, **kw):
 # ---------------------------------------------------------------------------
 class Server:
     """A server pinned to the server core; kind: ours (facil.io +
-    libfio_tls) | nginx | plain (facil.io, no TLS) | nginx_plain (the same
-    nginx without `ssl` on its listener: only for the idle-memory notes)."""
+    libfio_tls, system OpenSSL) | vendored (the same with the vendored
+    build's libfio_tls.a, OpenSSL 3.5 inside) | nginx | plain (facil.io, no
+    TLS) | nginx_plain (the same nginx without `ssl` on its listener: only
+    for the idle-memory notes)."""
 
     def __init__(self, kind, cfg, cert=None):
         self.kind, self.cfg, self.cert = kind, cfg, cert
-        self.tls = kind in ("ours", "nginx")
+        self.tls = kind in ("ours", "nginx", "vendored")
         self.port = free_port()
         self.name = "%s-%s" % (kind, cert or "none")
         self.dir = os.path.join(cfg.work, self.name)
@@ -314,8 +316,9 @@ class Server:
                 f.write(conf)
             argv = [cfg.nginx, "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log")]
         else:
-            argv = [cfg.server_bin, "-f", cfg.big_file, str(self.port)]
-            if self.kind == "ours":
+            binary = cfg.vendored_server_bin if self.kind == "vendored" else cfg.server_bin
+            argv = [binary, "-f", cfg.big_file, str(self.port)]
+            if self.kind in ("ours", "vendored"):
                 argv += list(cfg.certs[self.cert])
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL)
@@ -450,6 +453,26 @@ def python_handshakes(server, n, mode):
     return {"ops": done, "reused": res["reused"], **per_op(cpu, done), "per_s": done / res["seconds"]}
 
 
+def rust_handshakes(server, n, groups=None, threads=8):
+    """Full handshakes from examples/bench_handshakes.rs (vendored OpenSSL
+    3.5, so it can offer X25519MLKEM768): `groups` None = the library's
+    client list (X25519MLKEM768 and X25519 key shares)."""
+    argv = [server.cfg.pq_client, "127.0.0.1:%d" % server.port, str(n), str(threads)]
+    if groups:
+        argv.append(groups)
+    p = subprocess.Popen(pinned(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def go():
+        out, _ = p.communicate("GO\n", timeout=600)
+        return json.loads(out.strip().splitlines()[-1])
+    settle(server)
+    res, cpu = server_cpu(server, go)
+    if res["errors"]:
+        print("  WARNING: %s: %d client errors, e.g. %s" % (server.name, res["errors"], res["error"]))
+    return {"ops": res["done"], **per_op(cpu, res["done"]), "per_s": res["done"] / res["seconds"],
+            "tls": "%s, group %s (client: %s)" % (res["version"], res["group"], res["openssl"])}
+
+
 def wrk(server, conns, secs, path="/"):
     argv = pinned([server.cfg.wrk, "-t1", "-c%d" % conns, "-d%ds" % secs, "--timeout", "10s",
                    server.url(path)])
@@ -567,9 +590,34 @@ def med(xs, key):
     return statistics.median(x[key] for x in xs)
 
 
+def stripped_size(path):
+    """Size of `path` after `strip --strip-debug` (what make install leaves)."""
+    if not path or not os.path.exists(path):
+        return None
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".bench-stripped")
+    shutil.copyfile(path, tmp)
+    try:
+        run(["strip", "--strip-debug", tmp])
+        return os.path.getsize(tmp)
+    finally:
+        os.unlink(tmp)
+
+
+def system_ssl_size():
+    total = 0
+    for lib in ("libssl.so.3", "libcrypto.so.3"):
+        for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+            p = os.path.join(d, lib)
+            if os.path.exists(p):
+                total += os.path.getsize(os.path.realpath(p))
+                break
+    return total
+
+
 class Bench:
     def __init__(self, cfg):
         self.cfg = cfg
+        self.sizes = {}
         self.res = {}     # figure -> server kind -> [rep dicts]
         self.load = {}    # figure -> loadavg before
         self.servers = []
@@ -605,6 +653,11 @@ class Bench:
         self.params = dict(n_hs=n_hs, n_py=n_py, ka_secs=ka_secs, bulk_secs=bulk_secs,
                            n_idle=n_idle, n_stall=n_stall, stall_secs=stall_secs, reps=cfg.reps)
 
+        if cfg.so:
+            self.sizes = {"so": stripped_size(cfg.so), "so_vendored": stripped_size(cfg.so_vendored),
+                          "system_ssl": system_ssl_size()}
+            print("== sizes " + json.dumps(self.sizes), flush=True)
+
         print("== openssl speed on core %s" % SERVER_CORE, flush=True)
         self.speed = openssl_speed(cfg)
         print("  " + json.dumps({k: round(v, 2) for k, v in self.speed.items()}), flush=True)
@@ -612,35 +665,48 @@ class Bench:
         ours = self.server("ours", "ecdsa")
         ngx = self.server("nginx", "ecdsa")
         plain = self.server("plain")
+        vend = self.server("vendored", "ecdsa") if cfg.vendored_server_bin else None
         ecdsa = [ours, ngx]
+        tls_all = [x for x in (ours, vend, ngx) if x]
         # warm-up (page cache, lazily initialised code paths)
-        for s in ecdsa:
+        for s in tls_all:
             run(pinned([cfg.h2load, "--h1", "-n", "50", "-c", "10", s.url()]))
 
-        self.figure("full_ecdsa", ecdsa, lambda s: h2load(s, n_hs))
-        self.figure("resumed", ecdsa, lambda s: python_handshakes(s, n_py, "resume"))
-        self.figure("full_python", ecdsa, lambda s: python_handshakes(s, n_py, "full"))
-        self.figure("keepalive", [ours, ngx, plain], lambda s: wrk(s, 50, ka_secs))
-        self.figure("bulk", [ours, ngx, plain], lambda s: wrk(s, 4, bulk_secs, "/1m"))
+        self.figure("full_ecdsa", tls_all, lambda s: h2load(s, n_hs))
+        if vend and cfg.pq_client:
+            # the same Rust client (OpenSSL 3.5) against the vendored
+            # server: ML-KEM hybrid, then X25519 only (the cost of ML-KEM)
+            self.figure("pq_ecdsa", [vend], lambda s: rust_handshakes(s, n_hs))
+            self.figure("pq_ecdsa_x25519", [vend], lambda s: rust_handshakes(s, n_hs, "X25519"))
+        self.figure("resumed", tls_all, lambda s: python_handshakes(s, n_py, "resume"))
+        self.figure("full_python", tls_all, lambda s: python_handshakes(s, n_py, "full"))
+        with_plain = [x for x in (ours, vend, ngx, plain) if x]
+        self.figure("keepalive", with_plain, lambda s: wrk(s, 50, ka_secs))
+        self.figure("bulk", with_plain, lambda s: wrk(s, 4, bulk_secs, "/1m"))
         # the same file for all three: facil.io's http_sendfile (over TLS:
         # pread + the write hook; plaintext: sendfile(2)), nginx's /1m
-        self.figure("bulk_file", [ours, ngx, plain],
+        self.figure("bulk_file", with_plain,
                     lambda s: wrk(s, 4, bulk_secs, "/1m" if s.kind == "nginx" else "/1m-file"))
-        self.figure("stall", ecdsa, lambda s: stall(s, n_stall, stall_secs))
+        self.figure("stall", tls_all, lambda s: stall(s, n_stall, stall_secs))
         ngx_plain = self.server("nginx_plain") if not cfg.only or "idle_rss" in cfg.only else None
-        self.figure("idle_rss", [ours, ngx, plain, ngx_plain], lambda s: idle_rss(s, n_idle))
-        for s in (ours, ngx, plain, ngx_plain):
+        self.figure("idle_rss", [x for x in (ours, vend, ngx, plain, ngx_plain) if x], lambda s: idle_rss(s, n_idle))
+        for s in (ours, vend, ngx, plain, ngx_plain):
             if s:
                 s.stop()
 
         if not cfg.only or "full_rsa" in cfg.only:
             rours = self.server("ours", "rsa")
             rngx = self.server("nginx", "rsa")
-            for s in (rours, rngx):
+            rvend = self.server("vendored", "rsa") if cfg.vendored_server_bin else None
+            rsa = [x for x in (rours, rvend, rngx) if x]
+            for s in rsa:
                 run(pinned([cfg.h2load, "--h1", "-n", "50", "-c", "10", s.url()]))
-            self.figure("full_rsa", [rours, rngx], lambda s: h2load(s, n_hs))
-            rours.stop()
-            rngx.stop()
+            self.figure("full_rsa", rsa, lambda s: h2load(s, n_hs))
+            if rvend and cfg.pq_client:
+                self.figure("pq_rsa", [rvend], lambda s: rust_handshakes(s, n_hs))
+                self.figure("pq_rsa_x25519", [rvend], lambda s: rust_handshakes(s, n_hs, "X25519"))
+            for s in rsa:
+                s.stop()
 
     def stop_all(self):
         for s in self.servers:
@@ -714,31 +780,46 @@ def report(b):
     ):
         if fig not in R:
             continue
-        a, n = m(fig, "ours", "us"), m(fig, "nginx", "us")
-        rows.append((label + " — crypto bound %.0f µs" % bound, f1(a, 0), f1(n, 0), "n/a", ratio(a, n)))
+        a, n, v = m(fig, "ours", "us"), m(fig, "nginx", "us"), m(fig, "vendored", "us")
+        rows.append((label + " — crypto bound %.0f µs" % bound, f1(a, 0), f1(v, 0), f1(n, 0), "n/a",
+                     ratio(a, n), ratio(v, n)))
+    for fig, ref, label in (
+        ("pq_ecdsa", "pq_ecdsa_x25519", "server CPU µs per full TLS 1.3 handshake with **X25519MLKEM768**, ECDSA "
+         "cert (`examples/bench_handshakes.rs` on OpenSSL 3.5, %d connections, 8 threads, one GET each)" % P["n_hs"]),
+        ("pq_ecdsa_x25519", None, "same client, X25519 only (ML-KEM's cost = the row above − this one)"),
+        ("pq_rsa", "pq_rsa_x25519", "same as the X25519MLKEM768 row, RSA-2048 cert"),
+        ("pq_rsa_x25519", None, "same client, RSA-2048 cert, X25519 only"),
+    ):
+        if fig not in R:
+            continue
+        v = m(fig, "vendored", "us")
+        r = m(ref, "vendored", "us") if ref else None
+        rows.append((label, "n/a (OpenSSL 3.0: no ML-KEM)" if ref else "—", f1(v, 0), "n/a", "n/a", "—",
+                     "%s× X25519, same client" % ratio(v, r) if r else "—"))
     if "keepalive" in R:
         cells = []
-        for k in ("ours", "nginx", "plain"):
+        for k in ("ours", "vendored", "nginx", "plain"):
             cells.append("%s req/s, %s µs/req" % (f1(m("keepalive", k, "per_s"), 0), f1(m("keepalive", k, "us"), 1)))
-        a, n = m("keepalive", "ours", "us"), m("keepalive", "nginx", "us")
+        a, n, v = m("keepalive", "ours", "us"), m("keepalive", "nginx", "us"), m("keepalive", "vendored", "us")
+        kp = m("keepalive", "plain", "us")
         rows.append(("keep-alive: req/s and server CPU µs per request, 64-byte body (`wrk -t1 -c50 -d%ds`)"
-                     % P["ka_secs"], *cells, "%s (CPU/req); %s× plaintext" %
-                     (ratio(a, n), ratio(a, m("keepalive", "plain", "us")))))
+                     % P["ka_secs"], *cells, "%s (CPU/req); %s× plaintext" % (ratio(a, n), ratio(a, kp)),
+                     "%s (CPU/req); %s× plaintext" % (ratio(v, n), ratio(v, kp))))
     if "bulk" in R:
         cells = []
-        for k in ("ours", "nginx", "plain"):
+        for k in ("ours", "vendored", "nginx", "plain"):
             per_s = m("bulk", k, "per_s")  # 1 MiB responses per second = MiB/s
             ms = m("bulk", k, "us")
             cells.append("%s MiB/s, %s ms/MiB" % (f1(per_s, 0), "—" if ms is None else "%.2f" % (ms / 1000)))
-        a, n = m("bulk", "ours", "us"), m("bulk", "nginx", "us")
+        a, n, v = m("bulk", "ours", "us"), m("bulk", "nginx", "us"), m("bulk", "vendored", "us")
         rows.append(("bulk: MiB/s and server CPU ms per MiB, 1 MiB responses over 4 connections "
                      "(`wrk -t1 -c4 -d%ds`, GET /1m: facil.io sends a 1 MiB body from memory with "
                      "`http_send_body`, nginx the same bytes as a static file) — crypto bound %.2f ms/MiB "
-                     "(AES-128-GCM)" % (P["bulk_secs"], S["bound_ms_per_mib"]), *cells, ratio(a, n)))
+                     "(AES-128-GCM)" % (P["bulk_secs"], S["bound_ms_per_mib"]), *cells, ratio(a, n), ratio(v, n)))
     if "bulk_file" in R:
         cells = []
         stalled = {}
-        for k in ("ours", "nginx", "plain"):
+        for k in ("ours", "vendored", "nginx", "plain"):
             reps = R["bulk_file"].get(k, [])
             # 4 connections: fewer than 3 responses each is a stall, not a rate
             stalled[k] = bool(reps) and statistics.median(x["ops"] for x in reps) < 12
@@ -748,21 +829,33 @@ def report(b):
                 continue
             per_s, ms = m("bulk_file", k, "per_s"), m("bulk_file", k, "us")
             cells.append("%s MiB/s, %s ms/MiB" % (f1(per_s, 0), "—" if ms is None else "%.2f" % (ms / 1000)))
-        a, n = m("bulk_file", "ours", "us"), m("bulk_file", "nginx", "us")
+        a, n, v = m("bulk_file", "ours", "us"), m("bulk_file", "nginx", "us"), m("bulk_file", "vendored", "us")
         rows.append(("reference: bulk from the same 1 MiB file (facil.io `http_sendfile`, GET /1m-file: over TLS "
                      "pread + write hook, plaintext sendfile(2); nginx GET /1m), `wrk -t1 -c4 -d%ds`" % P["bulk_secs"],
-                     *cells, "—" if stalled.get("ours") or stalled.get("nginx") else ratio(a, n)))
+                     *cells, "—" if stalled.get("ours") or stalled.get("nginx") else ratio(a, n),
+                     "—" if stalled.get("vendored") or stalled.get("nginx") else ratio(v, n)))
     if "idle_rss" in R:
-        cells = [f1(m("idle_rss", k, "kib"), 1) + " KiB" for k in ("ours", "nginx", "plain")]
+        cells = [f1(m("idle_rss", k, "kib"), 1) + " KiB" for k in ("ours", "vendored", "nginx", "plain")]
         rows.append(("RSS growth per idle established connection (%d idle, one GET each; server RSS delta / count)"
-                     % P["n_idle"], *cells, ratio(m("idle_rss", "ours", "kib"), m("idle_rss", "nginx", "kib"))))
+                     % P["n_idle"], *cells, ratio(m("idle_rss", "ours", "kib"), m("idle_rss", "nginx", "kib")),
+                     ratio(m("idle_rss", "vendored", "kib"), m("idle_rss", "nginx", "kib"))))
     if "stall" in R:
-        a, n = m("stall", "ours", "pct"), m("stall", "nginx", "pct")
+        a, n, v = m("stall", "ours", "pct"), m("stall", "nginx", "pct"), m("stall", "vendored", "pct")
         rows.append(("server CPU %% while %d handshakes stall (TCP connected, nothing sent; %d s window from 1 s "
                      "after the last connect)" % (P["n_stall"], P["stall_secs"]),
-                     f1(a, 2) + " %", f1(n, 2) + " %", "n/a", ratio(a, n) if n else "—"))
+                     f1(a, 2) + " %", f1(v, 2) + " %", f1(n, 2) + " %", "n/a", ratio(a, n) if n else "—",
+                     ratio(v, n) if n else "—"))
+    if b.sizes:
+        sz = b.sizes
+        rows.append(("installed `libfio_tls.so`, stripped (`make install`); the system build also loads the "
+                     "system's libssl + libcrypto (shared with other programs)",
+                     "%.2f MB (+ %.2f MB libssl/libcrypto)" % (sz["so"] / 1e6, sz["system_ssl"] / 1e6),
+                     "%.2f MB" % (sz["so_vendored"] / 1e6) if sz.get("so_vendored") else "—", "n/a", "n/a", "—",
+                     "—"))
 
-    head = "| figure | facil.io + libfio_tls | nginx | facil.io plaintext | ratio us/nginx |\n|---|---|---|---|---|\n"
+    head = ("| figure | facil.io + libfio_tls (system OpenSSL) | facil.io + libfio_tls (vendored OpenSSL 3.5) | nginx "
+            "(system OpenSSL) | facil.io plaintext | ratio us/nginx | ratio vendored/nginx |\n"
+            "|---|---|---|---|---|---|---|\n")
     table = head + "".join("| " + " | ".join(r) + " |\n" for r in rows)
 
     crypto = (
@@ -797,6 +890,13 @@ def report(b):
     re_, rn = m("full_rsa", "ours", "us"), m("full_rsa", "nginx", "us")
     if have(re_, rn):
         target("full handshake CPU, RSA", "%.2f× nginx" % (re_ / rn), "≤ 0.9× nginx", re_ <= 0.9 * rn)
+    fv, rv = m("full_ecdsa", "vendored", "us"), m("full_rsa", "vendored", "us")
+    if have(fv, fn):
+        target("vendored build: full handshake CPU, ECDSA (issue 13)", "%.2f× nginx" % (fv / fn),
+               "≤ 0.85× nginx (Debian's OpenSSL)", fv <= 0.85 * fn)
+    if have(rv, rn):
+        target("vendored build: full handshake CPU, RSA (issue 13)", "%.2f× nginx" % (rv / rn),
+               "≤ 0.85× nginx (Debian's OpenSSL)", rv <= 0.85 * rn)
     ru, fp = m("resumed", "ours", "us"), m("full_python", "ours", "us")
     if have(ru, fe):
         target("resumed handshake CPU", "%.2f× our full (h2load)" % (ru / fe), "≤ 0.5× our full", ru <= 0.5 * fe)
@@ -817,7 +917,7 @@ def report(b):
     sa = m("stall", "ours", "pct")
     if have(sa):
         target("stalled-handshake CPU", "%.2f %%" % sa, "< 1 %", sa < 1.0)
-    targets = "| target (issue 6) | measured | limit | |\n|---|---|---|---|\n" + "".join(t)
+    targets = "| target (issue 6, 13) | measured | limit | |\n|---|---|---|---|\n" + "".join(t)
 
     v = versions(cfg)
     load_lines = "".join("- %s: %s\n" % (k, b.load[k]) for k in b.load)
@@ -827,14 +927,14 @@ def report(b):
             detail.append("- %s / %s: %s\n" % (fig, kind, " · ".join("[" + short(r) + "; load " + r["load"] + "]"
                                                                       for r in reps)))
     tls_info = ""
-    for fig in ("full_ecdsa", "full_rsa"):
-        for kind in ("ours", "nginx"):
+    for fig in ("full_ecdsa", "full_rsa", "pq_ecdsa", "pq_ecdsa_x25519", "pq_rsa", "pq_rsa_x25519"):
+        for kind in ("ours", "vendored", "nginx"):
             try:
                 tls_info += "- %s / %s: %s\n" % (fig, kind, R[fig][kind][0]["tls"])
             except (KeyError, IndexError):
                 pass
 
-    md = ("# libfio_tls benchmarks (issue 6)\n\n"
+    md = ("# libfio_tls benchmarks (issues 6 and 13)\n\n"
           "Generated by `make bench` (bench/bench.py) on %s%s. Median of %d repetition(s); servers pinned to core %s, "
           "clients to core %s; one worker process, one thread each. CPU = the server's utime+stime from "
           "/proc/<pid>/stat (nginx: master + worker) over the operations completed.\n\n"
@@ -843,7 +943,7 @@ def report(b):
           + table + "\n" + crypto + ("\n" + split if split else "") + "\n## Targets\n\n" + targets
           + "\n## Load (1/5/15-min loadavg before each figure; other jobs share these 2 cores, so throughput "
             "figures are noisy, CPU per operation much less so)\n\n" + load_lines
-          + "\n## Negotiated (h2load)\n\n" + tls_info
+          + "\n## Negotiated (h2load; pq_*: examples/bench_handshakes.rs)\n\n" + tls_info
           + "\n## Every repetition\n\n" + "".join(detail)
           + "\n## Versions\n\n" + "".join("- %s: %s\n" % kv for kv in v.items())
           + "\n## Notes\n\n"
@@ -872,17 +972,26 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server-bin", required=True, help="bench_server built against libfio_tls.a (static)")
+    ap.add_argument("--vendored-server-bin", default=None,
+                    help="bench_server built against the vendored build's libfio_tls.a (the vendored column)")
+    ap.add_argument("--pq-client", default=None,
+                    help="examples/bench_handshakes built with --features vendored (the X25519MLKEM768 rows)")
+    ap.add_argument("--so", default=None, help="the system build's libfio_tls.so (size row)")
+    ap.add_argument("--so-vendored", default=None, help="the vendored build's libfio_tls.so (size row)")
     ap.add_argument("--results", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--work", default="build/bench/run")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--only", default="", help="comma-separated figures (full_ecdsa,full_rsa,resumed,"
-                    "full_python,keepalive,bulk,bulk_file,stall,idle_rss)")
+                    "full_python,pq_ecdsa,pq_ecdsa_x25519,pq_rsa,pq_rsa_x25519,keepalive,bulk,bulk_file,stall,"
+                    "idle_rss)")
     cfg = ap.parse_args()
     cfg.reps = cfg.reps or (1 if cfg.quick else 3)
     cfg.only = [x for x in cfg.only.split(",") if x]
     cfg.work = os.path.abspath(cfg.work)
     cfg.server_bin = os.path.abspath(cfg.server_bin)
+    cfg.vendored_server_bin = cfg.vendored_server_bin and os.path.abspath(cfg.vendored_server_bin)
+    cfg.pq_client = cfg.pq_client and os.path.abspath(cfg.pq_client)
     cfg.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     cfg.h2load, cfg.wrk = shutil.which("h2load"), shutil.which("wrk")
     missing = [n for n, p in (("nginx", cfg.nginx if os.path.exists(cfg.nginx) else None), ("h2load", cfg.h2load),
