@@ -186,6 +186,13 @@ def test_static_library_defines_only_fio_tls_globals():
     assert set(defined.values()) == {"T"}, defined
     members = run(["ar", "t", os.path.join(BUILD, "libfio_tls.a")]).stdout.split()
     assert len(members) == 1, members
+    # and it needs nothing from another OpenSSL: every OpenSSL function it
+    # calls is inside (libc, pthread, libgcc's unwinder and facil.io remain)
+    undefined = run(["nm", "-u", os.path.join(BUILD, "libfio_tls.a")]).stdout.split()
+    openssl_like = [u for u in undefined if re.match(
+        r"(SSL|EVP|OPENSSL|CRYPTO|BIO|X509|ERR|OSSL|PEM|RAND|BN|EC|ASN1|TLS|DTLS)_", u)]
+    assert not openssl_like, openssl_like
+    assert "fio_rw_hook_set" in undefined, "facil.io's functions stay undefined (weak)"
 
 
 @vendored_only
@@ -208,6 +215,12 @@ def test_one_process_two_openssls():
     program's own client on the system's 3.0 (so the pair agrees on X25519,
     not ML-KEM, which only 3.5 has)."""
     system_version = run(["openssl", "version"]).stdout.strip()
+    # The executable exports no OpenSSL function of its own, so the system
+    # libssl/libcrypto cannot bind to the copy inside (without localisation
+    # the linker exports every one that libssl.so.3 references)
+    exported = run(["nm", "-D", "--defined-only", program("isolation")]).stdout.split()
+    leaked = [x for x in exported if re.match(r"(SSL|EVP|OPENSSL|CRYPTO|BIO|X509|ERR|OSSL|RAND|BN|EC)_", x)]
+    assert not leaked, leaked[:20]
     port = free_port()
     res = run([program("isolation"), str(port)], timeout=60, start_new_session=True)
     out = res.stdout + res.stderr
