@@ -1,0 +1,104 @@
+"""The test PKI, made with the openssl command: a root CA, an intermediate,
+leaf certificates for localhost, a.test and b.test, and bad inputs."""
+import os
+import random
+
+from .proc import run
+
+
+class Pki:
+    def __init__(self, d):
+        self.d = d
+        self._serial = random.randrange(1 << 32, 1 << 62)
+
+    def p(self, name):
+        return os.path.join(self.d, name)
+
+    def ossl(self, *args):
+        r = run(["openssl", *args], timeout=60)
+        if r.rc != 0:
+            raise RuntimeError(f"openssl {' '.join(args)} failed:\n{r.text}")
+
+    def key(self, path, kind):
+        if kind == "rsa":
+            self.ossl("genpkey", "-algorithm", "RSA",
+                      "-pkeyopt", "rsa_keygen_bits:2048", "-out", path)
+        else:
+            self.ossl("genpkey", "-algorithm", "EC",
+                      "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+
+    def sign(self, csr, issuer_pem, issuer_key, out, extensions):
+        ext = out + ".ext"
+        with open(ext, "w") as f:
+            f.write("[v3]\n" + "\n".join(extensions) + "\n")
+        self._serial += 1
+        self.ossl("x509", "-req", "-in", csr, "-CA", issuer_pem,
+                  "-CAkey", issuer_key, "-set_serial", str(self._serial),
+                  "-days", "30", "-sha256", "-extfile", ext, "-extensions",
+                  "v3", "-out", out)
+
+    def leaf(self, name, sans, kind):
+        """<name>.key, <name>.pem (leaf only), <name>-chain.pem (+ intermediate)."""
+        key, csr, pem = self.p(f"{name}.key"), self.p(f"{name}.csr"), self.p(f"{name}.pem")
+        self.key(key, kind)
+        self.ossl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+        usage = "digitalSignature,keyEncipherment" if kind == "rsa" else "digitalSignature"
+        self.sign(csr, self.int_pem, self.int_key, pem, [
+            "basicConstraints=critical,CA:FALSE",
+            f"keyUsage=critical,{usage}",
+            "extendedKeyUsage=serverAuth",
+            "subjectAltName=" + ",".join(sans),
+        ])
+        chain = self.p(f"{name}-chain.pem")
+        with open(chain, "w") as out:
+            out.write(open(pem).read() + open(self.int_pem).read())
+        return key, chain
+
+    def make(self):
+        self.ca_key, self.ca_pem = self.p("ca.key"), self.p("ca.pem")
+        self.ossl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", self.ca_key,
+                  "-out", self.ca_pem, "-days", "30", "-subj",
+                  "/CN=fio_tls Test Root CA", "-addext",
+                  "basicConstraints=critical,CA:TRUE", "-addext",
+                  "keyUsage=critical,keyCertSign,cRLSign")
+        self.int_key, self.int_pem = self.p("intermediate.key"), self.p("intermediate.pem")
+        self.key(self.int_key, "ec")
+        csr = self.p("intermediate.csr")
+        self.ossl("req", "-new", "-key", self.int_key, "-subj",
+                  "/CN=fio_tls Test Intermediate CA", "-out", csr)
+        self.sign(csr, self.ca_pem, self.ca_key, self.int_pem, [
+            "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        # localhost: RSA (so TLS 1.2 RSA-only suites can be offered to it);
+        # a.test: ECDSA, also valid for www.a.test; b.test: RSA, + alt-b.test
+        self.localhost = self.leaf("localhost", ["DNS:localhost", "IP:127.0.0.1"], "rsa")
+        self.a = self.leaf("a.test", ["DNS:a.test", "DNS:www.a.test"], "ec")
+        self.b = self.leaf("b.test", ["DNS:b.test", "DNS:alt-b.test"], "rsa")
+        # bad inputs
+        self.other_key = self.p("other.key")  # matches no certificate
+        self.key(self.other_key, "rsa")
+        self.encrypted_key = self.p("encrypted-pkcs8.key")
+        self.ossl("pkey", "-in", self.localhost[0], "-aes-256-cbc", "-passout",
+                  "pass:fio-secret", "-out", self.encrypted_key)
+        self.encrypted_trad_key = self.p("encrypted-traditional.key")
+        self.ossl("rsa", "-in", self.localhost[0], "-aes256", "-traditional",
+                  "-passout", "pass:fio-secret", "-out", self.encrypted_trad_key)
+        self.garbage = self.p("garbage.pem")
+        with open(self.garbage, "w") as f:
+            f.write("this file holds no certificate and no key\n" * 20)
+        self.directory = self.p("a-directory")
+        os.mkdir(self.directory)
+        self.missing = self.p("does-not-exist.pem")
+        self.public = self.p("public")
+        os.mkdir(self.public)
+        self.static_body = random.Random(7).randbytes(300_000)
+        with open(os.path.join(self.public, "static.bin"), "wb") as f:
+            f.write(self.static_body)
+        self.post_body = random.Random(11).randbytes(300_000)
+        self.post_file = self.p("post.bin")
+        with open(self.post_file, "wb") as f:
+            f.write(self.post_body)
+
+
