@@ -4,10 +4,11 @@
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
 #   make check           cargo test, header/symbol/SONAME checks, then the
 #                        facil.io integration suites, server side
-#                        (facil_suite.py) and client side (client_suite.py),
-#                        or one SKIP line
+#                        (facil_suite.py) and client side
+#                        (c_tests/suites/test_client.py), or one SKIP line
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
-#                        built with -Zsanitizer=address into target/asan)
+#                        built with -Zsanitizer=address into target/asan;
+#                        c_tests/suites/test_misuse.py -k table)
 #   make scan            testssl.sh + sslyze against the demo server, findings
 #                        table, interop matrix (see c_tests/scan.py)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
@@ -85,7 +86,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil check-misuse check-asan scan fuzz fuzz-build c-tests demo \
+        check-facil check-asan scan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -118,7 +119,7 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
-LEGACY_CHECKS := check-library check-install check-facil check-misuse torture-quick
+LEGACY_CHECKS := check-library check-install check-facil torture-quick
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
 	@$(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
 	  --summary-file $(BUILD)/check-total.txt \
@@ -157,15 +158,11 @@ ifeq ($(FACIL_IO_FOUND),)
 check-facil:
 	@echo "SKIP facil.io integration: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR) [lib/facil/fio.h $(call found_or_missing,$(FACIL_IO_DIR)/lib/facil/fio.h)], FACIL_IO_STATIC=$(FACIL_IO_STATIC) [$(call found_or_missing,$(FACIL_IO_STATIC))], FACIL_IO_SHARED=$(FACIL_IO_SHARED) [$(call found_or_missing,$(FACIL_IO_SHARED))]); set these make variables to run the C suite"
 else
-# two drivers (servers, then clients); both always run, each ends with its
-# own "N passed, N failed" line
+# the server-side driver (the client side is c_tests/suites/test_client.py,
+# in the pytest run); ends with its own "N passed, N failed" line
 check-facil: c-tests
-	status=0; \
 	$(PYTHON) c_tests/facil_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
-	$(PYTHON) c_tests/client_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
-	exit $$status
+	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD)
 endif
 
 # ---------------------------------------------------------------------------
@@ -208,22 +205,17 @@ $(CT)/broken/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	  -Wl,-rpath,$(CT_RPATH_OURS) -lpthread -lm
 
 # ---------------------------------------------------------------------------
-# API misuse table (c_tests/programs/misuse.c, driven by c_tests/misuse.py)
+# API misuse table (c_tests/programs/misuse.c, driven by
+# c_tests/suites/test_misuse.py in make check's pytest run)
 # ---------------------------------------------------------------------------
-# misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids) and
-# the driver's log/SSLKEYLOGFILE checks run the static fio_server.
+# misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids); the
+# suite's log/SSLKEYLOGFILE tests run the static fio_server. Without
+# facil.io, the tests that need it are skipped with the reason.
 MISUSE_DIR := $(BUILD)/misuse
 MISUSE_BINS := $(MISUSE_DIR)/misuse
-MISUSE_SERVER :=
 ifneq ($(FACIL_IO_FOUND),)
 MISUSE_BINS += $(MISUSE_DIR)/misuse_facil
-MISUSE_SERVER := $(CT)/static/fio_server
 endif
-
-check-misuse: all $(MISUSE_BINS) $(MISUSE_SERVER)
-	$(PYTHON) c_tests/misuse.py $(addprefix --bin ,$(MISUSE_BINS)) \
-	  $(if $(MISUSE_SERVER),--server $(MISUSE_SERVER),) --tmp-root $(BUILD)
-	@$(if $(MISUSE_SERVER),,echo "# (no facil.io build: the misuse rows that need facil.io and the log/SSLKEYLOGFILE checks were not run)")
 
 $(MISUSE_DIR)/misuse: c_tests/programs/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
@@ -262,11 +254,19 @@ $(MISUSE_DIR)/misuse_facil_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	$(Q)$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
 	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
 
+# the misuse table only (-k table: not the server tests), with the ASan
+# binaries (MISUSE_BINS), at the default level and at level 5, after the
+# sanitizer canary; ends with its own total line
 check-asan: $(ASAN_BINS)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
-	  --levels 5 --tmp-root $(BUILD)
+	MISUSE_BINS="$(abspath $(ASAN_BINS))" MISUSE_LEVELS=5 MISUSE_CANARY=1 \
+	$(PYTEST) c_tests/suites/test_misuse.py -k table --build-dir $(abspath $(BUILD)) \
+	  --basetemp $(abspath $(BUILD))/pytest-asan --summary-file $(BUILD)/asan-total.txt \
+	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
+	status=$$?; \
+	cat $(BUILD)/asan-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
+	exit $$status
 
 # ---------------------------------------------------------------------------
 # scanners and interop matrix (c_tests/scan.py); tools are installed on

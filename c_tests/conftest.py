@@ -30,7 +30,7 @@ import pytest
 
 from fiotest import proc
 from fiotest.ctx import Ctx
-from fiotest.pki import Pki
+from fiotest.pki import ClientPki, Pki
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -92,6 +92,18 @@ def pki(tmp_path_factory):
     p = Pki(str(tmp_path_factory.mktemp("pki")))
     p.make()
     return p
+
+
+# -- the client suite (suites/test_client.py) ------------------------------
+@pytest.fixture(scope="session")
+def client_pki(tmp_path_factory):
+    """The test PKI plus the client suite's certificates (expired, unknown
+    CA, self-signed, client certificates) and payloads, made once per run;
+    test_client.py makes it its `pki` (so its `ctx.pki`)."""
+    p = ClientPki(str(tmp_path_factory.mktemp("client-pki")))
+    p.make()
+    return p
+# -- end of the client suite's fixtures ---------------------------------------
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
 """The test PKI, made with the openssl command: a root CA, an intermediate,
-leaf certificates for localhost, a.test and b.test, and bad inputs."""
+leaf certificates for localhost, a.test and b.test, and bad inputs
+(`Pki`); and the client suite's additions (`ClientPki`)."""
+import datetime
 import os
 import random
+import string
 
 from .proc import run
 
@@ -102,3 +105,128 @@ class Pki:
             f.write(self.post_body)
 
 
+# ---------------------------------------------------------------------------
+# the client suite's PKI
+# ---------------------------------------------------------------------------
+OTHER_CA_CN = "fio_tls Other Test CA"
+PING = b"ping fio\n"  # the contents of ClientPki.ping
+
+
+class ClientPki(Pki):
+    """The test PKI above plus what the client suite (suites/test_client.py)
+    needs: an expired leaf, a leaf from another CA, a self-signed leaf,
+    client certificates, and the payloads its peers serve or echo."""
+
+    def ca_sign(self, csr, issuer_pem, issuer_key, out, extensions, start, end):
+        """Like Pki.sign, with explicit validity dates (`openssl ca`; the
+        openssl 3.0 `x509` command cannot set notBefore/notAfter)."""
+        db = self.p("cadb")
+        if not os.path.isdir(db):
+            os.mkdir(db)
+            open(os.path.join(db, "index.txt"), "w").close()
+            with open(os.path.join(db, "serial"), "w") as f:
+                # an even number of hex digits, or openssl cannot read it
+                f.write("%016x\n" % random.randrange(1 << 56, 1 << 63))
+        cnf = os.path.join(db, "ca.cnf")
+        with open(cnf, "w") as f:
+            f.write(f"[ca]\ndefault_ca = tmpca\n[tmpca]\ndir = {db}\n"
+                    "database = $dir/index.txt\nnew_certs_dir = $dir\n"
+                    "serial = $dir/serial\ndefault_md = sha256\npolicy = pol\n"
+                    "unique_subject = no\n[pol]\ncommonName = supplied\n")
+        ext = out + ".ext"
+        with open(ext, "w") as f:
+            f.write("[v3]\n" + "\n".join(extensions) + "\n")
+        fmt = "%Y%m%d%H%M%SZ"
+        self.ossl("ca", "-batch", "-config", cnf, "-cert", issuer_pem,
+                  "-keyfile", issuer_key, "-in", csr, "-out", out, "-notext",
+                  "-startdate", start.strftime(fmt), "-enddate", end.strftime(fmt),
+                  "-extfile", ext, "-extensions", "v3")
+
+    def issue(self, name, issuer, extensions, kind="ec", chain=True, dates=None):
+        """<name>.key and <name>.pem signed by issuer=(pem, key); with
+        chain, <name>-chain.pem = leaf + intermediate. Returns (key, cert)."""
+        key, csr, pem = self.p(f"{name}.key"), self.p(f"{name}.csr"), self.p(f"{name}.pem")
+        self.key(key, kind)
+        self.ossl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+        if dates:
+            self.ca_sign(csr, issuer[0], issuer[1], pem, extensions, *dates)
+        else:
+            self.sign(csr, issuer[0], issuer[1], pem, extensions)
+        if not chain:
+            return key, pem
+        out = self.p(f"{name}-chain.pem")
+        with open(out, "w") as f:
+            f.write(open(pem).read() + open(self.int_pem).read())
+        return key, out
+
+    def make(self):
+        super().make()
+        self.localhost_leaf = self.p("localhost.pem")  # leaf only (s_server: -cert_chain)
+        self.localhost_leaf_chain = self.localhost[1]
+        server = ["basicConstraints=critical,CA:FALSE",
+                  "keyUsage=critical,digitalSignature",
+                  "extendedKeyUsage=serverAuth"]
+        client = ["basicConstraints=critical,CA:FALSE",
+                  "keyUsage=critical,digitalSignature",
+                  "extendedKeyUsage=clientAuth"]
+        inter = (self.int_pem, self.int_key)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.expired_dates = (now - datetime.timedelta(days=30),
+                              now - datetime.timedelta(days=1))
+        self.expired = self.issue("expired.test", inter,
+                                  server + ["subjectAltName=DNS:expired.test"],
+                                  dates=self.expired_dates)
+        # another root CA, not trusted by anybody here
+        self.other_ca_key, self.other_ca_pem = self.p("other-ca.key"), self.p("other-ca.pem")
+        self.ossl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", self.other_ca_key,
+                  "-out", self.other_ca_pem, "-days", "30", "-subj",
+                  f"/CN={OTHER_CA_CN}", "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        other = (self.other_ca_pem, self.other_ca_key)
+        self.unknown = self.issue("unknown.test", other,
+                                  server + ["subjectAltName=DNS:unknown.test"], chain=False)
+        self.selfsigned = (self.p("selfsigned.test.key"), self.p("selfsigned.test.pem"))
+        self.ossl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", self.selfsigned[0],
+                  "-out", self.selfsigned[1], "-days", "30", "-subj",
+                  "/CN=selfsigned.test", "-addext", "subjectAltName=DNS:selfsigned.test")
+        # client certificates: via the intermediate (the chain file carries
+        # it), straight from the root, and from the other CA
+        self.client = self.issue("client1", inter, client)
+        self.client_root = self.issue("client-root", (self.ca_pem, self.ca_key),
+                                      client, chain=False)
+        self.client_other = self.issue("client-other", other, client, chain=False)
+        # payloads
+        rnd = random.Random(1234)
+        self.random_mb = rnd.randbytes(1_000_000)
+        self.random_path = self.p("random-1mb.bin")
+        with open(self.random_path, "wb") as f:
+            f.write(self.random_mb)
+        alphabet = string.ascii_letters + string.digits + " .,;:-_=+/"
+        lines, size = [], 0
+        while size < 1_000_000:
+            line = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 200)))
+            if line == "CLOSE":  # s_server -rev would hang up
+                continue
+            lines.append(line)
+            size += len(line) + 1
+        self.text_mb = "".join(l + "\n" for l in lines).encode()
+        self.text_reversed = "".join(l[::-1] + "\n" for l in lines).encode()
+        self.text_path = self.p("text-1mb.txt")
+        with open(self.text_path, "wb") as f:
+            f.write(self.text_mb)
+        self.www = self.p("www")
+        os.mkdir(self.www)
+        with open(os.path.join(self.www, "random.bin"), "wb") as f:
+            f.write(self.random_mb)
+        self.http_body = rnd.randbytes(300_000)
+        with open(os.path.join(self.www, "page.http"), "wb") as f:
+            f.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(self.http_body) + self.http_body)
+        self.get_random = self.p("get-random.txt")
+        with open(self.get_random, "wb") as f:
+            f.write(b"GET /random.bin HTTP/1.0\r\n\r\n")
+        self.ping = self.p("ping.txt")
+        with open(self.ping, "wb") as f:
+            f.write(PING)

@@ -1,8 +1,9 @@
 /*
  * fio_client.c -- a facil.io 0.7.0.beta4 TLS client over libfio_tls.
  *
- * The client suite (client_suite.py) runs it against real TLS servers
- * (openssl s_server, gnutls-serv, Python ssl servers, fio_server).
+ * The client suite (c_tests/suites/test_client.py) runs it against real
+ * TLS servers (openssl s_server, gnutls-serv, Python ssl servers,
+ * fio_server).
  *
  *   fio_client [OPTIONS] raw HOST PORT
  *       fio_connect, then fio_tls_connect from on_connect. The ALPN

@@ -25,15 +25,15 @@
  *                   accept/connect with bad uuids (negative, never opened,
  *                   huge, already closed) and a bad object on a live uuid.
  *
- * FIXDIR is made by c_tests/misuse.py (key.pem, cert.pem, other_key.pem,
- * ca.pem, garbage.pem, enc_key.pem, dir/, loop_a <-> loop_b, fifo,
- * junk50m, empty, mode000). FIO_LOG_LEVEL in the environment sets the
+ * FIXDIR is made by c_tests/suites/test_misuse.py (key.pem, cert.pem,
+ * other_key.pem, ca.pem, garbage.pem, enc_key.pem, dir/, loop_a <-> loop_b,
+ * fifo, junk50m, empty, mode000). FIO_LOG_LEVEL in the environment sets the
  * level. Each child's stderr is echoed on stdout as "#   | ..." lines, so
  * the driver can check that no key material is ever logged.
  *
  * Output: "ok - ..." / "not ok - ..." per row ("# TODO" marks a known
- * library bug, reported but not counted as a failure), then
- * "N passed, N failed".
+ * library bug: not counted in this program's exit status, but a failed
+ * check of test_misuse.py all the same), then "N passed, N failed".
  */
 #define _GNU_SOURCE
 #include "fio_tls.h"
