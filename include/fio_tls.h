@@ -26,10 +26,12 @@ extern "C" {
  *   sends it as SNI. May be NULL. An ASCII host name or IP address, at
  *   most 255 bytes (international names in their IDNA "xn--" form); a
  *   space, control character or non-ASCII byte is an error.
- * - `private_key_file`, `public_cert_file`: PEM files (DER accepted). The
- *   certificate file may hold a full chain, leaf first; the whole chain is
- *   served. The key must match the leaf certificate and must not be
- *   encrypted (there is no passphrase prompt).
+ * - `private_key_file`, `public_cert_file`: PEM or DER files (a file
+ *   without PEM armour is read as DER). The certificate file may hold a
+ *   full chain, leaf first (PEM blocks, or DER certificates laid end to
+ *   end); the whole chain is served. The key must match the leaf
+ *   certificate and must not be encrypted, in PEM or DER form (there is no
+ *   passphrase prompt).
  * - Both files NULL: a self-signed ECDSA P-256 certificate for
  *   `server_name` (or "localhost" when NULL) is generated in memory, valid
  *   for 365 days from now. Clients do not trust it: this is facil.io's
@@ -41,10 +43,17 @@ extern "C" {
  * Returns a new object owned by the caller (release it with
  * `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
  * naming the file and the reason (missing or unreadable file, no valid
- * PEM, key/certificate mismatch, encrypted key, only one of the two files,
- * a certificate OpenSSL's security level refuses, e.g. RSA-1024). A
- * certificate clients would refuse (expired or not yet valid, a chain out
- * of leaf-then-issuer order) is accepted with one WARNING line.
+ * PEM or DER, key/certificate mismatch, encrypted key, only one of the two
+ * files, a key file holding a certificate or a certificate file holding a
+ * key (the line reminds of the order: key file, then certificate file),
+ * bytes after the last DER certificate, a PKCS#7 bundle, a certificate
+ * OpenSSL's security level refuses, e.g. RSA-1024). A certificate clients
+ * would refuse (expired or not yet valid, a chain out of leaf-then-issuer
+ * order, or one that OpenSSL's host name / IP check finds not valid for
+ * `server_name`) is accepted with one WARNING line; the name check is
+ * skipped for a certificate whose extendedKeyUsage allows only client
+ * authentication (a client certificate, for which `server_name` is the
+ * server's name).
  * Check the result: facil.io's `http_listen` treats `.tls = NULL` as
  * plain HTTP.
  * The string arguments are copied; the caller keeps ownership. Thread-safe.
@@ -123,7 +132,7 @@ void fio_tls_proto_add(fio_tls_s *tls,
  * facil.io's later releases): turns on peer verification.
  *
  * - On a client (`fio_tls_connect`): the server's certificate chain must
- *   verify against the CA certificates in `ca_file` (PEM, one or more
+ *   verify against the CA certificates in `ca_file` (PEM or DER, one or more
  *   certificates) and, when the object has a `server_name`, match that
  *   name (OpenSSL's host name / IP check, RFC 6125). A failure fails the
  *   handshake with a WARNING line naming the reason (for example
