@@ -211,8 +211,13 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// it normally attaches the application protocol with `fio_attach`. When
 /// the peer negotiated no ALPN, the first protocol added runs. A server
 /// whose client offers only unknown protocols fails the handshake with the
-/// `no_application_protocol` alert. A callback never runs for a connection
-/// whose handshake failed.
+/// `no_application_protocol` alert. A server connection whose handshake
+/// failed gets no callback. A client connection (`fio_tls_connect`) gets
+/// its callback exactly once either way: after a failed handshake it runs
+/// with the uuid already closed (`fio_is_closed(uuid)` is true), so the
+/// application can release `udata`; a protocol it attaches gets its
+/// `on_close` at once (this is how facil.io's `http_connect` runs
+/// `on_finish` after a failed TLS handshake), and nothing it writes is sent.
 ///
 /// Adding a name that is already present keeps its place and replaces its
 /// callback, for both roles: facil.io's `http_listen` and `http_connect`
@@ -347,8 +352,11 @@ pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata:
 /// loaded from files with `fio_tls_new` is presented when the server asks
 /// for one. After the handshake the protocol the server picked (or the
 /// first added) gets `(uuid, udata)`. A failed handshake closes the
-/// connection and logs one WARNING line; no callback runs. Errors as in
-/// `fio_tls_accept`. Thread-safe.
+/// connection and logs one WARNING line; then the first protocol added (or
+/// the one the server picked, if it got that far) gets `(uuid, udata)` on
+/// the closed uuid, so that the application learns of the failure (see
+/// `fio_tls_proto_add`). Errors as in `fio_tls_accept` (no callback runs
+/// for a call refused outright). Thread-safe.
 ///
 /// # Safety
 /// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
