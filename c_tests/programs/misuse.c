@@ -27,7 +27,8 @@
  *
  * FIXDIR is made by c_tests/suites/test_misuse.py (key.pem, cert.pem,
  * other_key.pem, ca.pem, garbage.pem, enc_key.pem, dir/, loop_a <-> loop_b,
- * fifo, junk50m, empty, mode000). FIO_LOG_LEVEL in the environment sets the
+ * fifo, junk50m, empty, mode000; DER: key.der, cert.der, enc_key.der,
+ * wrong_chain.der, trailing.der). FIO_LOG_LEVEL in the environment sets the
  * level. Each child's stderr is echoed on stdout as "#   | ..." lines, so
  * the driver can check that no key material is ever logged.
  *
@@ -153,17 +154,26 @@ static const row_s rows[] = {
     {"key file is a FIFO with no writer (no hang)", NEW, LIVE, "localhost", "@fifo", "@cert.pem", 0, ERROR, {"fifo", "not a regular file"}, 0, 0},
     {"key file is empty", NEW, LIVE, "localhost", "@empty", "@cert.pem", 0, ERROR, {"empty", "no valid PEM"}, 0, 0},
     {"key file holds garbage PEM", NEW, LIVE, "localhost", "@garbage.pem", "@cert.pem", 0, ERROR, {"garbage.pem", "no valid PEM"}, 0, 0},
-    {"certificate given as key file", NEW, LIVE, "localhost", "@cert.pem", "@cert.pem", 0, ERROR, {"private key file", "no valid PEM"}, 0, 0},
-    {"key given as certificate file", NEW, LIVE, "localhost", "@key.pem", "@key.pem", 0, ERROR, {"certificate file", "no valid PEM"}, 0, 0},
+    {"certificate given as key file", NEW, LIVE, "localhost", "@cert.pem", "@cert.pem", 0, ERROR, {"private key file \"", "holds a certificate, not a private key (fio_tls_new and fio_tls_cert_add take the private key file first"}, 0, 0},
+    {"key given as certificate file", NEW, LIVE, "localhost", "@key.pem", "@key.pem", 0, ERROR, {"certificate file \"", "holds a private key, not a certificate (fio_tls_new and fio_tls_cert_add take the private key file first"}, 0, 0},
+    {"key and certificate swapped", NEW, LIVE, "localhost", "@cert.pem", "@key.pem", 0, ERROR, {"are swapped", "pass the private key file first, then the certificate file"}, 0, 0},
+    {"key and certificate swapped", CERT_ADD, LIVE, "localhost", "@cert.pem", "@key.pem", 0, ERROR, {"are swapped", "pass the private key file first, then the certificate file"}, 0, 0},
+    {"certificate (DER) given as key file", NEW, LIVE, "localhost", "@cert.der", "@cert.pem", 0, ERROR, {"cert.der\": holds a certificate", "private key file first"}, 0, 0},
     {"key that does not match the certificate", NEW, LIVE, "localhost", "@other_key.pem", "@cert.pem", 0, ERROR, {"does not match", 0}, 0, 0},
     {"encrypted key (no prompt)", NEW, LIVE, "localhost", "@enc_key.pem", "@cert.pem", 0, ERROR, {"enc_key.pem", "encrypted"}, 0, 0},
+    {"encrypted key in DER form (PKCS#8, no prompt)", NEW, LIVE, "localhost", "@enc_key.der", "@cert.pem", 0, ERROR, {"enc_key.der", "the key is encrypted"}, 0, 0},
+    {"key and certificate in DER form (control)", NEW, LIVE, "localhost", "@key.der", "@cert.der", 0, SILENT, {0}, 0, 0},
+    {"DER chain file: every certificate is loaded (its order is checked: one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@wrong_chain.der", 0, WARN1, {"wrong_chain.der", "did not issue certificate 1"}, 0, 0},
+    {"DER certificate followed by junk", NEW, LIVE, "localhost", "@key.pem", "@trailing.der", 0, ERROR, {"trailing.der", "1 DER certificate(s) followed by 5 bytes that are not a DER certificate"}, 0, 0},
+    {"server name the certificate does not cover (one WARNING)", NEW, LIVE, "wrong.test", "@key.pem", "@cert.pem", 0, WARN1, {"not valid for server name \"wrong.test\"", "(the certificate's names: localhost)"}, 0, 0},
 
     /* -------- fio_tls_cert_add -------- */
     {"NULL object", CERT_ADD, NULLOBJ, "a.test", NULL, NULL, 0, ERROR, {"NULL", 0}, 0, 0},
     {"destroyed object", CERT_ADD, DESTROYED, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
     {"foreign pointer", CERT_ADD, FOREIGN, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
     {"all NULL names (self-signed for localhost)", CERT_ADD, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
-    {"valid key and certificate (control)", CERT_ADD, LIVE, "b.test", "@key.pem", "@cert.pem", 0, SILENT, {0}, 0, 0},
+    {"valid key and certificate, no name (control)", CERT_ADD, LIVE, NULL, "@key.pem", "@cert.pem", 0, SILENT, {0}, 0, 0},
+    {"server name the certificate does not cover (one WARNING)", CERT_ADD, LIVE, "gamma.test", "@key.pem", "@cert.pem", 0, WARN1, {"not valid for server name \"gamma.test\"", "(the certificate's names: localhost)"}, 0, 0},
     {"RSA-1024 certificate (under OpenSSL's security level)", NEW, LIVE, "localhost", "@rsa1024_key.pem", "@rsa1024.pem", 0, ERROR, {"rsa1024.pem", "refuses it"}, 0, 0},
     {"expired certificate (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@expired.pem", 0, WARN1, {"expired.pem", "expired on"}, 0, 0},
     {"chain out of order (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@wrong_chain.pem", 0, WARN1, {"did not issue certificate 1", 0}, 0, 0},
@@ -202,7 +212,7 @@ static const row_s rows[] = {
     {"CA file is a symlink loop", TRUST, LIVE, "@loop_b", NULL, NULL, 0, ERROR, {"CA file", "Too many levels of symbolic links"}, 0, 0},
     {"CA file is a 50 MiB junk file", TRUST, LIVE, "@junk50m", NULL, NULL, 0, ERROR, {"CA file", "larger than"}, 0, 0},
     {"CA file of mode 000, read by nobody", TRUST, LIVE, "@mode000", NULL, NULL, 0, ERROR, {"CA file", "Permission denied"}, 0, AS_NOBODY},
-    {"CA file is a private key", TRUST, LIVE, "@key.pem", NULL, NULL, 0, ERROR, {"CA file", "no valid PEM"}, 0, 0},
+    {"CA file is a private key", TRUST, LIVE, "@key.pem", NULL, NULL, 0, ERROR, {"CA file", "holds a private key, not CA certificates"}, 0, 0},
     {"CA file name not UTF-8", TRUST, LIVE, "/tmp/\xff.pem", NULL, NULL, 0, ERROR, {"CA file name", "not valid UTF-8"}, 0, 0},
     {"CA file is a FIFO with no writer (no hang)", TRUST, LIVE, "@fifo", NULL, NULL, 0, ERROR, {"fifo", "not a regular file"}, 0, 0},
 

@@ -130,6 +130,17 @@ def make_fixtures(d):
          "-out", p("other_key.pem"))
     ossl("pkey", "-in", p("key.pem"), "-aes-128-cbc", "-passout", "pass:secret",
          "-out", p("enc_key.pem"))
+    # DER forms: key, certificate, encrypted PKCS#8 key, a two-certificate
+    # chain (out of order), a certificate followed by 5 junk bytes
+    ossl("pkey", "-in", p("key.pem"), "-outform", "DER", "-out", p("key.der"))
+    ossl("x509", "-in", p("cert.pem"), "-outform", "DER", "-out", p("cert.der"))
+    ossl("pkcs8", "-topk8", "-in", p("key.pem"), "-outform", "DER", "-v2", "aes-128-cbc",
+         "-passout", "pass:secret", "-out", p("enc_key.der"))
+    cert_der = open(p("cert.der"), "rb").read()
+    with open(p("wrong_chain.der"), "wb") as f:
+        f.write(cert_der + ossl("x509", "-in", p("stranger.pem"), "-outform", "DER"))
+    with open(p("trailing.der"), "wb") as f:
+        f.write(cert_der + b"junk\n")
     with open(p("garbage.pem"), "w") as f:
         f.write("-----BEGIN PRIVATE KEY-----\nnot base64 at all!\n-----END PRIVATE KEY-----\n")
     os.mkdir(p("dir"))
@@ -146,7 +157,8 @@ def make_fixtures(d):
     for name in ("key.pem", "cert.pem", "ca.pem", "other_key.pem", "enc_key.pem",
                  "wrong_chain.pem", "stranger.pem", "stranger_key.pem",
                  "rsa1024.pem", "rsa1024_key.pem", "expired.pem",
-                 "garbage.pem", "junk50m", "empty"):
+                 "garbage.pem", "junk50m", "empty", "key.der", "cert.der", "enc_key.der",
+                 "wrong_chain.der", "trailing.der"):
         os.chmod(p(name), 0o644)
 
 

@@ -16,6 +16,10 @@
 //! the application's protocol (replacing ours; facil.io then calls our
 //! `on_close`, which frees it). A data event is forced afterwards, so bytes
 //! that arrived together with the client's Finished are not left waiting.
+//! A client connection that closes before its handshake finished gets the
+//! same task from `cleanup`, and its callback runs on the closed uuid (see
+//! [`handover_task`]): this is what lets facil.io's `http_connect` run
+//! `on_finish` after a failed handshake.
 //!
 //! Locking: every hook takes the connection's mutex, so the read hook
 //! (called by facil.io without its socket lock) and write/flush (called
@@ -286,7 +290,7 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
         sys::force_event(conn.uuid, FIO_EVENT_ON_READY);
     }
     if step == Handshake::Done && !conn.handed_over.swap(true, Ordering::AcqRel) {
-        schedule_handover(conn);
+        schedule_handover(conn, false);
     }
     step
 }
@@ -305,32 +309,56 @@ fn log_failure(conn: &HostConn, tls: &Connection, reason: &str) {
     }
 }
 
-fn schedule_handover(conn: &Arc<HostConn>) {
+/// Schedules [`handover_task`]; `after_close`: scheduled by `cleanup` for
+/// a client whose connection ended before its handshake did.
+fn schedule_handover(conn: &Arc<HostConn>, after_close: bool) {
     let raw = Arc::into_raw(conn.clone()) as *mut c_void;
     // SAFETY: the task takes the reference back; if scheduling fails we do.
-    let ok = unsafe { sys::defer(handover_task, raw, core::ptr::null_mut()) };
+    let ok = unsafe { sys::defer(handover_task, raw, after_close as usize as *mut c_void) };
     if ok != Ok(0) {
         drop(unsafe { Arc::from_raw(raw as *const HostConn) });
     }
 }
 
-/// Deferred: hands the finished connection to the ALPN-selected protocol.
-unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
+/// Deferred: hands the connection to the ALPN-selected protocol (the first
+/// one added when none was negotiated).
+///
+/// A client's callback runs exactly once per `fio_tls_connect`, whether or
+/// not the handshake succeeded: after a failure (`after_close`, scheduled
+/// by `cleanup`) or a close right after the handshake, it runs with the
+/// uuid already closed. That is how the application learns of the failure
+/// and gets its udata back: a protocol it attaches to the closed uuid gets
+/// its `on_close` from facil.io at once, and facil.io's `http_connect`
+/// then runs the request's `on_finish` (its "http/1.1" callback attaches
+/// the HTTP client protocol, whose `on_close` calls `on_finish`). Nothing
+/// the callback writes reaches the wire: the uuid is closed. A server
+/// connection that closed first gets no callback (its udata is shared by
+/// the listener, and failed handshakes are routine there).
+unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
     let conn = Arc::from_raw(arg as *const HostConn);
+    let after_close = !after_close.is_null();
     boundary("protocol hand-over", (), || {
-        if sys::is_closed(conn.uuid) {
-            // E.g. a TLS 1.3 server that refused our certificate after our
-            // side of the handshake was done.
-            let side_is_client = conn.lock().role() == Role::Client;
-            let msg = "connection closed right after the TLS handshake; no protocol was started";
-            if side_is_client {
-                log_warning!("uuid {:#x}: {msg}", conn.uuid);
-            } else {
-                log_debug!("uuid {:#x}: {msg}", conn.uuid);
-            }
+        let closed = sys::is_closed(conn.uuid);
+        let client = conn.lock().role() == Role::Client;
+        if after_close && !closed {
+            // cleanup ran because the uuid got other rw hooks (a second
+            // fio_tls_connect on it): the uuid is someone else's now.
+            log_debug!("uuid {:#x}: TLS hooks replaced before the handshake finished", conn.uuid);
             return;
         }
-        sys::timeout_set(conn.uuid, conn.saved_timeout);
+        if closed && !after_close {
+            // E.g. a TLS 1.3 server that refused our certificate after our
+            // side of the handshake was done.
+            let msg = "connection closed right after the TLS handshake";
+            if !client {
+                log_debug!("uuid {:#x}: {msg}; no protocol was started", conn.uuid);
+                return;
+            }
+            log_warning!("uuid {:#x}: {msg}; the protocol callback runs on the closed uuid", conn.uuid);
+        }
+        if !closed {
+            sys::timeout_set(conn.uuid, conn.saved_timeout);
+        }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
         if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
             callback(conn.uuid, conn.udata.0);
@@ -339,7 +367,7 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
         // Records that came with the handshake may already be inside
         // OpenSSL, where no poll sees them. Bytes still in the socket are
         // reported by the poll (our on_data re-armed it when it returned).
-        if conn.lock().has_buffered_input() {
+        if !closed && conn.lock().has_buffered_input() {
             sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
         }
     });
@@ -588,6 +616,13 @@ unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
         tls.detach();
         if let Some(reason) = unfinished {
             log_failure(&conn, &tls, &reason);
+        }
+        let client = tls.role() == Role::Client;
+        drop(tls);
+        // A client whose connection ended before its handshake did still
+        // gets its protocol callback, on the closed uuid (see handover_task).
+        if client && !conn.handed_over.swap(true, Ordering::AcqRel) {
+            schedule_handover(&conn, true);
         }
     });
 }

@@ -92,10 +92,12 @@ impl fio_tls_s {
 ///   sends it as SNI. May be NULL. An ASCII host name or IP address, at
 ///   most 255 bytes (international names in their IDNA "xn--" form); a
 ///   space, control character or non-ASCII byte is an error.
-/// - `private_key_file`, `public_cert_file`: PEM files (DER accepted). The
-///   certificate file may hold a full chain, leaf first; the whole chain is
-///   served. The key must match the leaf certificate and must not be
-///   encrypted (there is no passphrase prompt).
+/// - `private_key_file`, `public_cert_file`: PEM or DER files (a file
+///   without PEM armour is read as DER). The certificate file may hold a
+///   full chain, leaf first (PEM blocks, or DER certificates laid end to
+///   end); the whole chain is served. The key must match the leaf
+///   certificate and must not be encrypted, in PEM or DER form (there is no
+///   passphrase prompt).
 /// - Both files NULL: a self-signed ECDSA P-256 certificate for
 ///   `server_name` (or "localhost" when NULL) is generated in memory, valid
 ///   for 365 days from now. Clients do not trust it: this is facil.io's
@@ -107,10 +109,17 @@ impl fio_tls_s {
 /// Returns a new object owned by the caller (release it with
 /// `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
 /// naming the file and the reason (missing or unreadable file, no valid
-/// PEM, key/certificate mismatch, encrypted key, only one of the two files,
-/// a certificate OpenSSL's security level refuses, e.g. RSA-1024). A
-/// certificate clients would refuse (expired or not yet valid, a chain out
-/// of leaf-then-issuer order) is accepted with one WARNING line.
+/// PEM or DER, key/certificate mismatch, encrypted key, only one of the two
+/// files, a key file holding a certificate or a certificate file holding a
+/// key (the line reminds of the order: key file, then certificate file),
+/// bytes after the last DER certificate, a PKCS#7 bundle, a certificate
+/// OpenSSL's security level refuses, e.g. RSA-1024). A certificate clients
+/// would refuse (expired or not yet valid, a chain out of leaf-then-issuer
+/// order, or one that OpenSSL's host name / IP check finds not valid for
+/// `server_name`) is accepted with one WARNING line; the name check is
+/// skipped for a certificate whose extendedKeyUsage allows only client
+/// authentication (a client certificate, for which `server_name` is the
+/// server's name).
 /// Check the result: facil.io's `http_listen` treats `.tls = NULL` as
 /// plain HTTP.
 /// The string arguments are copied; the caller keeps ownership. Thread-safe.
@@ -202,8 +211,13 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// it normally attaches the application protocol with `fio_attach`. When
 /// the peer negotiated no ALPN, the first protocol added runs. A server
 /// whose client offers only unknown protocols fails the handshake with the
-/// `no_application_protocol` alert. A callback never runs for a connection
-/// whose handshake failed.
+/// `no_application_protocol` alert. A server connection whose handshake
+/// failed gets no callback. A client connection (`fio_tls_connect`) gets
+/// its callback exactly once either way: after a failed handshake it runs
+/// with the uuid already closed (`fio_is_closed(uuid)` is true), so the
+/// application can release `udata`; a protocol it attaches gets its
+/// `on_close` at once (this is how facil.io's `http_connect` runs
+/// `on_finish` after a failed TLS handshake), and nothing it writes is sent.
 ///
 /// Adding a name that is already present keeps its place and replaces its
 /// callback, for both roles: facil.io's `http_listen` and `http_connect`
@@ -246,7 +260,7 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 /// facil.io's later releases): turns on peer verification.
 ///
 /// - On a client (`fio_tls_connect`): the server's certificate chain must
-///   verify against the CA certificates in `ca_file` (PEM, one or more
+///   verify against the CA certificates in `ca_file` (PEM or DER, one or more
 ///   certificates) and, when the object has a `server_name`, match that
 ///   name (OpenSSL's host name / IP check, RFC 6125). A failure fails the
 ///   handshake with a WARNING line naming the reason (for example
@@ -338,8 +352,11 @@ pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata:
 /// loaded from files with `fio_tls_new` is presented when the server asks
 /// for one. After the handshake the protocol the server picked (or the
 /// first added) gets `(uuid, udata)`. A failed handshake closes the
-/// connection and logs one WARNING line; no callback runs. Errors as in
-/// `fio_tls_accept`. Thread-safe.
+/// connection and logs one WARNING line; then the first protocol added (or
+/// the one the server picked, if it got that far) gets `(uuid, udata)` on
+/// the closed uuid, so that the application learns of the failure (see
+/// `fio_tls_proto_add`). Errors as in `fio_tls_accept` (no callback runs
+/// for a call refused outright). Thread-safe.
 ///
 /// # Safety
 /// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an

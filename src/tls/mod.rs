@@ -11,8 +11,10 @@ pub mod keylog;
 pub mod pem;
 pub mod selfsigned;
 mod sys;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod tickets;
 
 pub use config::{Built, CertEntry, Protocol, TlsConfig};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
-pub use error::ConfigError;
+pub use error::{ConfigError, ErrorKind};
