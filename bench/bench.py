@@ -49,9 +49,10 @@ NOFILE = 20000
 # ---------------------------------------------------------------------------
 # small HTTP/1.1 helpers shared by the Python clients
 # ---------------------------------------------------------------------------
-def http_get(sock, path=b"/"):
+def http_get(sock, path=b"/", with_head=False):
     """Sends one keep-alive GET and reads the whole response; returns the
-    body."""
+    body (with_head: the head and the body). The suite checks fio_server's
+    mode bench with it too (c_tests/suites/test_bench_server.py)."""
     sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -71,7 +72,7 @@ def http_get(sock, path=b"/"):
         body += chunk
     if not head.startswith(b"HTTP/1.1 200"):
         raise ConnectionError("status %r" % head.split(b"\r\n")[0])
-    return body
+    return (head, body) if with_head else body
 
 
 def client_ctx():
