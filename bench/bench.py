@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench.py -- libfio_tls side by side with nginx and plaintext facil.io (issue 6).
 
-    python3 bench/bench.py --server-bin build/bench/bench_server
+    python3 bench/bench.py --server-bin build/c_tests/static/fio_server
         [--results bench/results.md] [--work build/bench/run] [--quick]
         [--reps N] [--only fig,fig,...]
 
@@ -315,7 +315,7 @@ class Server:
                 f.write(conf)
             argv = [cfg.nginx, "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log")]
         else:
-            argv = [cfg.server_bin, "-f", cfg.big_file, str(self.port)]
+            argv = [cfg.server_bin, "-f", cfg.big_file, "bench", str(self.port)]
             if self.kind == "ours":
                 argv += list(cfg.certs[self.cert])
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=log, stderr=log,
@@ -872,7 +872,8 @@ def main():
         raise SystemExit("unknown client " + cmd)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server-bin", required=True, help="bench_server built against libfio_tls.a (static)")
+    ap.add_argument("--server-bin", required=True,
+                    help="fio_server linked with libfio_tls.a (static); run in its mode `bench`")
     ap.add_argument("--results", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--work", default="build/bench/run")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
