@@ -382,11 +382,11 @@ endif
 # ---------------------------------------------------------------------------
 # benchmarks (issue 6): make bench [BENCH_QUICK=1] [BENCH_ARGS="--reps 5"]
 # Installs nginx, h2load (nghttp2-client) and wrk with apt-get when missing
-# (and stops the service the nginx package may start), builds
-# build/bench/bench_server in static mode, runs bench/bench.py, which prints
-# the table and writes bench/results.md. Loopback only.
+# (and stops the service the nginx package may start), runs bench/bench.py
+# on the static fio_server (its mode `bench`, c_tests/programs/fio_server.c),
+# which prints the table and writes bench/results.md. Loopback only.
 # ---------------------------------------------------------------------------
-BENCH_BIN  := $(BUILD)/bench/bench_server
+BENCH_BIN  := $(CT)/static/fio_server
 BENCH_ARGS ?=
 .PHONY: bench bench-deps
 
@@ -400,15 +400,6 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  (service nginx stop || /usr/sbin/nginx -s stop) >/dev/null 2>&1 || true; \
 	fi
-
-$(BUILD)/bench/bench_server.o: bench/bench_server.c $(HEADER)
-	@mkdir -p $(dir $@)
-	$(say) CC $@
-	$(Q)$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
-
-$(BENCH_BIN): $(BUILD)/bench/bench_server.o $(BUILD)/libfio_tls.a
-	$(say) CC $@
-	$(Q)$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
 
 ifeq ($(FACIL_IO_FOUND),)
 bench:

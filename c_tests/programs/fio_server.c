@@ -6,7 +6,7 @@
  * gnutls-cli). Every listener binds 127.0.0.1 only.
  *
  *   fio_server [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA]
- *              MODE PORT ARGS...
+ *              [-f FILE] MODE PORT ARGS...
  *
  *   --trust CA calls fio_tls_trust(tls, CA) on the mode's TLS object (modes
  *   selfsigned, certs, echo): mutual TLS. CA "system" passes NULL.
@@ -35,8 +35,18 @@
  *       calls the API with bad arguments, printing "CASE <name> -" before
  *       and "RESULT <name> <what>" after each call, then serves HTTPS with
  *       fio_tls_new("localhost", KEY, CERT).
+ *   bench PORT [KEY CERT]
+ *       the server of the benchmarks (bench/bench.py): http_listen over
+ *       fio_tls_new("localhost", KEY, CERT), or plaintext HTTP/1.1 without
+ *       KEY and CERT, with its own lean routes (no extra headers, no public
+ *       folder): GET /1m a 1 MiB body of 'x' from memory (http_send_body
+ *       copies it per response), GET /1m-file the file of -f FILE, opened
+ *       per request and sent with http_sendfile (facil.io 0.7.0.beta4
+ *       stalls the next response on a keep-alive connection with rw hooks
+ *       after it: see bench/README.md), anything else the same 64-byte body
+ *       as bench/nginx.conf. The bench runs it with the default -t 1.
  *
- * HTTP modes answer: GET /big with 1,000,000 bytes ("%09u\n" lines
+ * The other HTTP modes answer: GET /big with 1,000,000 bytes ("%09u\n" lines
  * 0..99999), a POST with "received N bytes fnv1a=XXXXXXXX\n", anything else
  * with HELLO_BODY. -p serves static files from PUBLIC_DIR first.
  *
@@ -54,11 +64,13 @@
 #include "preload_trust.h" /* HAVE_TRUST(): fio_tls_trust, weak in the preload build */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "https_headers.h"
 
@@ -399,6 +411,58 @@ static int start_badinput(char **a) {
 }
 
 /* ---------------------------------------------------------------------------
+ * Benchmark application (mode bench)
+ * ------------------------------------------------------------------------ */
+
+/* 64 bytes exactly (63 characters and a newline); bench.py checks it */
+static const char bench_body64[] =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+_Static_assert(sizeof(bench_body64) - 1 == 64, "the bench body is 64 bytes");
+#define BENCH_BIG_LEN (1024 * 1024)
+static char *bench_big;        /* the GET /1m body, freed after fio_start */
+static const char *bench_file; /* -f: the GET /1m-file file */
+
+/* the request handler whose cost the bench measures: keep it lean */
+static void on_bench_request(http_s *h) {
+  fio_str_info_s path = fiobj_obj2cstr(h->path);
+  http_set_header(h, HTTP_HEADER_CONTENT_TYPE, http_mimetype_find("txt", 3));
+  if (path.len == 8 && !memcmp(path.data, "/1m-file", 8) && bench_file) {
+    int fd = open(bench_file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd == -1 || fstat(fd, &st) == -1) {
+      if (fd != -1)
+        close(fd);
+      http_send_error(h, 500);
+      return;
+    }
+    http_sendfile(h, fd, (uintptr_t)st.st_size, 0); /* closes fd */
+  } else if (path.len == 3 && !memcmp(path.data, "/1m", 3))
+    http_send_body(h, bench_big, BENCH_BIG_LEN);
+  else
+    http_send_body(h, (void *)bench_body64, sizeof(bench_body64) - 1);
+}
+
+/* a: [KEY CERT] (n is 0 or 2) */
+static int start_bench(char **a, int n) {
+  bench_big = malloc(BENCH_BIG_LEN);
+  if (!bench_big)
+    return -1;
+  memset(bench_big, 'x', BENCH_BIG_LEN);
+  fio_tls_s *tls = NULL;
+  if (n == 2 && !(tls = fio_tls_new("localhost", a[0], a[1])))
+    return -1;
+  if (http_listen(listen_port, "127.0.0.1", .on_request = on_bench_request,
+                  .tls = tls) == -1) {
+    fprintf(stderr, "fio_server: http_listen on port %s failed: %s\n",
+            listen_port, strerror(errno));
+    fio_tls_destroy(tls);
+    return -1;
+  }
+  http_tls = tls;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------
  * main
  * ------------------------------------------------------------------------ */
 
@@ -427,14 +491,15 @@ static int start_pair(fio_tls_s *open, fio_tls_s *verifying, const char *port2) 
 static int usage(const char *prog) {
   fprintf(stderr,
           "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA] "
-          "MODE PORT ARGS...\n"
+          "[-f FILE] MODE PORT ARGS...\n"
           "modes: selfsigned PORT [NAME|-]\n"
           "       certs PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       echo PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       alpn PORT [once]\n"
           "       pair PORT PORT2 NAME KEY CERT (with --trust CA)\n"
           "       badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY "
-          "DIRECTORY MISSING\n",
+          "DIRECTORY MISSING\n"
+          "       bench PORT [KEY CERT] (-f FILE: the file of GET /1m-file)\n",
           prog);
   return 2;
 }
@@ -453,6 +518,8 @@ int main(int argc, char **argv) {
       public_dir = argv[i + 1];
     else if (!strcmp(argv[i], "--trust"))
       trust_ca = argv[i + 1];
+    else if (!strcmp(argv[i], "-f"))
+      bench_file = argv[i + 1];
     else
       return usage(argv[0]);
   }
@@ -465,6 +532,8 @@ int main(int argc, char **argv) {
   int nrest = argc - i - 2;
   int rc;
 
+  if (bench_file && strcmp(mode, "bench"))
+    return usage(argv[0]); /* -f belongs to mode bench */
   if (!strcmp(mode, "selfsigned") && nrest <= 1) {
     const char *name = NULL;
     if (nrest == 1 && strcmp(rest[0], "-"))
@@ -487,6 +556,8 @@ int main(int argc, char **argv) {
     rc = (open && verifying) ? start_pair(open, verifying, rest[0]) : -1;
   } else if (!strcmp(mode, "badinput") && nrest == 7) {
     rc = start_badinput(rest);
+  } else if (!strcmp(mode, "bench") && (nrest == 0 || nrest == 2)) {
+    rc = start_bench(rest, nrest);
   } else {
     return usage(argv[0]);
   }
@@ -505,6 +576,7 @@ int main(int argc, char **argv) {
     fio_tls_destroy(echo_tls);
   if (pair_tls)
     fio_tls_destroy(pair_tls);
+  free(bench_big);
   printf("STOPPED\n");
   return 0;
 }
