@@ -13,6 +13,6 @@ pub mod selfsigned;
 mod sys;
 pub mod tickets;
 
-pub use config::{Built, CertEntry, Protocol, TlsConfig};
+pub use config::{Built, CertEntry, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::ConfigError;
