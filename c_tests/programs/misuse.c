@@ -82,9 +82,10 @@ typedef enum {
   NULLOBJ,   /* NULL */
   DESTROYED, /* made and destroyed */
   FOREIGN,   /* the address of a static variable, never made by fio_tls_new */
-  REPLACED,  /* made and destroyed, then another object made (with plain
-                addresses it would take the same one); the row also checks
-                that the new object was left alone */
+  REPLACED,  /* made and destroyed, then another object made: it takes the
+                destroyed one's slot in the library's handle table (what a
+                reused address would be); the row also checks that the new
+                object was left alone */
   RACING,    /* two threads run the call in a loop while the main thread
                 destroys the object (no use-after-free: see check-asan) */
 } obj_e;
