@@ -1,7 +1,8 @@
 # libfio_tls -- build, test, install.
 #
-#   make                 build target/release/libfio_tls.{so,a}, include/fio_tls.h
+#   make                 build target/release/libfio_tls.{so,a}
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
+#   make header          regenerate include/fio_tls.h (cbindgen; commit it)
 #   make check           cargo test, header/symbol/SONAME checks, then the
 #                        facil.io integration suites, server side
 #                        (facil_suite.py) and client side
@@ -85,7 +86,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 .SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
-.PHONY: all check check-header-fresh check-rust check-library check-install \
+.PHONY: all header check check-header-fresh check-rust check-library check-install \
         check-facil check-asan scan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
@@ -95,9 +96,17 @@ all: $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME) $(BUILD)/libfio_tls.a
 
 # cargo decides what is stale; make then compares the files' times, so the
 # copies and the C programs are only redone when cargo changed something
-$(RELEASE)/libfio_tls.so $(RELEASE)/libfio_tls.a $(HEADER) &: FORCE
+$(RELEASE)/libfio_tls.so $(RELEASE)/libfio_tls.a &: FORCE
 	$(CARGO) build --release
 FORCE:
+
+# The header is generated from the Rust sources by cbindgen, run by a small
+# program (examples/gen_header.rs, feature "header": the ordinary build
+# needs no cbindgen and never writes into the source tree), and committed.
+# `make check` regenerates it into build/ and fails when it differs.
+GEN_HEADER := $(CARGO) run --quiet --features header --example gen_header --
+header:
+	$(GEN_HEADER) $(abspath $(HEADER))
 
 $(BUILD)/libfio_tls.so: $(RELEASE)/libfio_tls.so
 	@mkdir -p $(BUILD)
@@ -120,14 +129,29 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
 LEGACY_CHECKS := check-library check-install check-facil torture-quick
+# what the suites that build and link C programs themselves need to know
+PYTEST_ENV = FIO_TLS_BUILD_DIR=$(abspath $(BUILD)) FACIL_IO_DIR=$(FACIL_IO_DIR) \
+  FACIL_IO_STATIC=$(FACIL_IO_STATIC) FACIL_IO_SHARED=$(FACIL_IO_SHARED) \
+  CC="$(CC)" CXX="$(CXX)" FIO_TLS_STATIC_LIBS="$(FIO_TLS_STATIC_LIBS)"
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
-	@$(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
+	@$(PYTEST_ENV) $(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
 	  --summary-file $(BUILD)/check-total.txt \
 	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
 	status=$$?; \
 	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
 	cat $(BUILD)/check-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
 	exit $$status
+
+# The committed header must be what `make header` would write now.
+check-header-fresh:
+	@mkdir -p $(BUILD)
+	@test -f $(HEADER) || { echo "FAIL - $(HEADER) is missing (make header writes it; commit it)"; exit 1; }
+	$(GEN_HEADER) $(abspath $(BUILD))/fio_tls.h.generated
+	@if ! cmp -s $(BUILD)/fio_tls.h.generated $(HEADER); then \
+	  diff -u $(HEADER) $(BUILD)/fio_tls.h.generated; \
+	  echo "FAIL - $(HEADER) is stale: the Rust sources generate the header above (diff -u committed generated); run make header and commit it"; \
+	  exit 1; fi
+	@echo "ok - $(HEADER) is what the sources generate"
 
 check-rust:
 	$(CARGO) test --release
@@ -187,11 +211,13 @@ $(CT)/shared/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	  -Wl,-rpath,$(CT_RPATH_OURS):$(CT_RPATH_FACIL) -lpthread -lm
 
 # LD_PRELOAD programs link facil.io only, which lacks the extension
-# fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly
+# fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly,
+# and -DFIO_TLS_NO_LINK_CHECK turns off the header's link check (its
+# reference to a function only libfio_tls defines)
 $(CT)/%.preload.o: c_tests/programs/%.c $(HEADER) c_tests/programs/https_headers.h c_tests/programs/preload_trust.h
 	@mkdir -p $(CT)
 	$(say) CC $@
-	$(Q)$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
+	$(Q)$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -DFIO_TLS_NO_LINK_CHECK -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
 $(CT)/preload/%: $(CT)/%.preload.o
 	@mkdir -p $(@D)

@@ -14,6 +14,8 @@
 //! certificate and peer-verification settings it was made with.
 
 use super::error::{first_reason, ConfigError, ErrorKind};
+use crate::ffi::boundary::ffi_boundary;
+use openssl::error::ErrorStack;
 use crate::log::log_warning;
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
@@ -337,6 +339,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// (or one of the certificate's own DNS names).
     pub fn add_cert(&mut self, server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<(), ConfigError> {
         let entry = CertEntry::load(server_name, key_file, cert_file)?;
+        self.add_entry(server_name, entry);
+        Ok(())
+    }
+
+    /// Adds a certificate already loaded with [`CertEntry::load`] (so that
+    /// the files can be read before a lock is taken).
+    pub fn add_entry(&mut self, server_name: Option<&str>, entry: CertEntry) {
         // SNI picks the first certificate that answers to a name, so adding
         // one again (a renewal, say) changes nothing: say so.
         if let Some(name) = server_name.map(str::to_ascii_lowercase) {
@@ -348,7 +357,6 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             }
         }
         self.certs.push(entry);
-        Ok(())
     }
 
     /// Adds an ALPN protocol; a name added again keeps its place and takes
@@ -428,10 +436,14 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         // otherwise decide on resumption before the SNI callback ran).
         let hello_entries = entries.clone();
         b.set_client_hello_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
-            if let Some(i) = super::sys::client_hello_server_name(ssl).and_then(|h| pick_entry(&hello_entries, &h)) {
-                ssl.set_ssl_context(&hello_entries[i].1)?;
-            }
-            Ok(ClientHelloResponse::SUCCESS)
+            // (Every closure OpenSSL calls runs inside the panic boundary:
+            // a panic must not unwind through OpenSSL's C frames.)
+            ffi_boundary!("ClientHello callback", on_panic = Err(ErrorStack::get()), {
+                if let Some(i) = super::sys::client_hello_server_name(ssl).and_then(|h| pick_entry(&hello_entries, &h)) {
+                    ssl.set_ssl_context(&hello_entries[i].1)?;
+                }
+                Ok(ClientHelloResponse::SUCCESS)
+            })
         });
         // The ClientHello callback did the switching. OpenSSL acknowledges
         // the client's SNI only when a servername callback accepts it.
@@ -531,7 +543,11 @@ fn set_alpn_select(b: &mut SslContextBuilder, ours: &Arc<Vec<Vec<u8>>>) {
         return;
     }
     let ours = ours.clone();
-    b.set_alpn_select_callback(move |_ssl, client| select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL));
+    b.set_alpn_select_callback(move |_ssl, client| {
+        ffi_boundary!("ALPN callback", on_panic = Err(AlpnError::ALERT_FATAL), {
+            select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL)
+        })
+    });
 }
 
 /// Picks our most preferred name from a client's ALPN wire list, returning

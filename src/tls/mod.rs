@@ -15,6 +15,6 @@ mod sys;
 pub(crate) mod testutil;
 pub mod tickets;
 
-pub use config::{Built, CertEntry, Protocol, TlsConfig};
+pub use config::{Built, CertEntry, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::{ConfigError, ErrorKind};

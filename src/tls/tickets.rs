@@ -209,7 +209,7 @@ unsafe extern "C" fn ticket_key_cb(
             -1
         }
     };
-    std::panic::catch_unwind(run).unwrap_or(-1)
+    crate::ffi::boundary::ffi_boundary!("session ticket callback", { run() })
 }
 
 /// Makes `b` issue and accept tickets under the rotated, shared keys.
