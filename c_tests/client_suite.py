@@ -26,6 +26,7 @@ Certificates are made here with the openssl command (an expired one with
 `openssl ca -startdate/-enddate`). One line per check, then
 `N passed, N failed`; the exit status is 1 when anything failed.
 """
+import argparse
 import datetime
 import os
 import random
@@ -37,12 +38,19 @@ import string
 import sys
 import threading
 import time
+import traceback
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import facil_suite as fs  # noqa: E402  (helpers shared with the server suite)
-from facil_suite import (FATAL_STUB, HELLO, curl, curl_detail, excerpt,  # noqa: E402
-                         run, s_client)
+# helpers shared with the server suite (c_tests/fiotest/)
+from fiotest.ctx import FATAL_STUB, WORKING_MODES, Ctx, check_clean_stop  # noqa: E402
+from fiotest.peers import curl, curl_detail, s_client  # noqa: E402
+from fiotest.pki import Pki  # noqa: E402
+from fiotest.proc import Server, excerpt, kill_leftovers, run  # noqa: E402
+import harness  # noqa: E402
 from harness import BIG_BODY  # noqa: E402
+
+HELLO = b"Hello from facil.io over fio_tls\n"  # what fio_server answers
 
 ROOT_CA_CN = "fio_tls Test Root CA"
 OTHER_CA_CN = "fio_tls Other Test CA"
@@ -56,7 +64,7 @@ FACIL_LEAK = "WARNING: facil.io detected memory traces remaining after cleanup"
 # ---------------------------------------------------------------------------
 # certificates
 # ---------------------------------------------------------------------------
-class ClientPki(fs.Pki):
+class ClientPki(Pki):
     """The server suite's PKI (root CA, intermediate, localhost/a.test/b.test
     leaves) plus what the client side needs: an expired leaf, a leaf from
     another CA, a self-signed leaf and client certificates."""
@@ -271,9 +279,9 @@ def check_refused(ctx, tag, c, reason, facil_leak_ok=False):
 # ---------------------------------------------------------------------------
 # peers
 # ---------------------------------------------------------------------------
-class Peer(fs.Server):
+class Peer(Server):
     """A peer server process (openssl s_server, gnutls-serv) with the log
-    handling of facil_suite.Server, started in `cwd`; ready: whether its log
+    handling of fiotest's Server, started in `cwd`; ready: whether its log
     matched `ready` within 10 s."""
 
     def __init__(self, ctx, argv, label, ready, cwd=None):
@@ -604,7 +612,7 @@ def scenario_own_server(ctx, mode):
               re.findall(r"^CALLBACK .*$", srv.text(), re.M) == ["CALLBACK echo exact"],
               excerpt(srv.text()))
     check_exit(ctx, tag, c)
-    fs.check_clean_stop(ctx, tag, srv)
+    check_clean_stop(ctx, tag, srv)
 
     tag = f"[{mode}] client vs fio_server alpn"
     srv = ctx.start(mode, ["alpn", "{port}"], "client-alpn")
@@ -624,7 +632,7 @@ def scenario_own_server(ctx, mode):
                   c.protos == [(want, "client-udata")] and c.data == prefix + PING,
                   c.detail())
         check_exit(ctx, tag + f" ({','.join(offer)})", c)
-    fs.check_clean_stop(ctx, tag, srv)
+    check_clean_stop(ctx, tag, srv)
 
 
 def scenario_http(ctx, mode):
@@ -643,7 +651,7 @@ def scenario_http(ctx, mode):
         check_refused(ctx, f"{tag} as wrong.test", c, r"hostname mismatch",
                       facil_leak_ok=True)
         ctx.check(f"{tag} as wrong.test: no response", c.status is None, c.detail())
-        fs.check_clean_stop(ctx, tag, srv)
+        check_clean_stop(ctx, tag, srv)
     else:
         srv.stop()
 
@@ -733,7 +741,7 @@ def scenario_verify(ctx, mode):
     ctx.check(f"{tag}: the server ran its callback only for the {accepted[0]} connections "
               "the client accepted", callbacks == accepted[0] == 8,
               f"{callbacks} callbacks\n{excerpt(srv.text())}")
-    fs.check_clean_stop(ctx, tag, srv)
+    check_clean_stop(ctx, tag, srv)
 
     # the TLS 1.2 code path, and another server
     tag = f"[{mode}] verification vs openssl s_server -tls1_2"
@@ -827,7 +835,7 @@ def scenario_mtls(ctx, mode):
         # a refused http_connect whose callback never ran leaves facil.io's
         # settings behind (see check_refused)
         check_exit(ctx, f"{tag}: fio_client with {what}", c, facil_leak_ok=not ok)
-    fs.check_clean_stop(ctx, tag, srv)
+    check_clean_stop(ctx, tag, srv)
 
     tag = f"[{mode}] mutual TLS (fio_server --trust, echo)"
     srv = ctx.start(mode, ["--trust", pki.ca_pem, "echo", "{port}", "localhost",
@@ -852,7 +860,7 @@ def scenario_mtls(ctx, mode):
     callbacks = re.findall(r"^CALLBACK .*$", srv.text(), re.M)
     ctx.check(f"{tag}: the server's callback ran only for the accepted client",
               callbacks == ["CALLBACK echo exact"], excerpt(srv.text()))
-    fs.check_clean_stop(ctx, tag, srv)
+    check_clean_stop(ctx, tag, srv)
 
     tag = f"[{mode}] fio_server --trust system"
     srv = ctx.start(mode, ["--trust", "system", "certs", "{port}", "localhost",
@@ -864,7 +872,7 @@ def scenario_mtls(ctx, mode):
         c = curl(ctx, srv.port, opts=ca + ["--cert", pki.client[1], "--key", pki.client[0]])
         ctx.check(f"{tag}: our CA is not a system CA: curl with a client certificate refused",
                   c.status != "200" and not c.body, curl_detail(c))
-        fs.check_clean_stop(ctx, tag, srv)
+        check_clean_stop(ctx, tag, srv)
     else:
         srv.stop()
 
@@ -963,7 +971,7 @@ def scenario_smoke(ctx, mode):
                   "'hostname mismatch', clean exit",
                   c.has("NO-CALLBACK") and len(c.warnings) == 1
                   and "hostname mismatch" in c.warnings[0] and c.clean_exit(), c.detail())
-        fs.check_clean_stop(ctx, tag, srv)
+        check_clean_stop(ctx, tag, srv)
     else:
         srv.stop()
     srv = ctx.start(mode, ["certs", "{port}", "localhost", *pki.localhost], "client-smoke-http")
@@ -972,7 +980,7 @@ def scenario_smoke(ctx, mode):
                        "http", f"http://127.0.0.1:{srv.port}/big")
         ctx.check(f"{tag}: http_connect with .tls gets 200 and the 1,000,000-byte body",
                   c.status == 200 and c.data == BIG_BODY and c.clean_exit(), c.detail())
-        fs.check_clean_stop(ctx, tag, srv)
+        check_clean_stop(ctx, tag, srv)
     else:
         srv.stop()
 
@@ -1017,12 +1025,62 @@ def run_modes(ctx, modes, only):
             scenario_smoke(ctx, mode)
 
 
+def suite_main(description, bin_help, tmp_prefix, label, pki_class, run_modes,
+               guard=None):
+    """This driver's main() (facil_suite.suite_main until the server suite
+    moved to c_tests/suites/test_server.py): the flags, the PKI in a scratch
+    directory, run_modes(ctx, modes, only) with fiotest's Ctx, then the
+    summary. With guard, an exception in run_modes is a failed check of
+    that name (the summary line still comes); without, it propagates."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--bin-dir", required=True, help=bin_help)
+    ap.add_argument("--preload-lib", required=True,
+                    help="absolute path of libfio_tls.so for LD_PRELOAD")
+    ap.add_argument("--tmp-root", default=None,
+                    help="where to make the temporary directory")
+    ap.add_argument("--modes", default=",".join(WORKING_MODES) + ",broken")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    missing = [t for t in ("curl", "openssl") if not shutil.which(t)]
+    if missing:
+        print(f"FAIL - required tools missing: {missing}")
+        print("0 passed, 1 failed")
+        return 1
+
+    bin_dir = os.path.abspath(args.bin_dir)
+    paths = types.SimpleNamespace(
+        so=os.path.abspath(args.preload_lib),
+        binary=lambda mode, program: os.path.join(bin_dir, mode, program))
+    tmp = harness.make_tmp(tmp_prefix, args.tmp_root)
+    ctx = Ctx(paths, tmp, None)
+    began = time.monotonic()
+    try:
+        ctx.pki = pki_class(tmp)
+        ctx.pki.make()
+        modes = [m for m in args.modes.split(",") if m]
+        only = [s for s in args.only.split(",") if s]
+        run_modes(ctx, modes, only)
+    except Exception:
+        if guard is None:
+            raise
+        ctx.check(guard, False, traceback.format_exc())
+    finally:
+        kill_leftovers()
+        elapsed = time.monotonic() - began
+        harness.drop_tmp(tmp, ctx.failed or args.keep, "logs and certificates")
+        print(f"# {label} took {elapsed:.1f} s")
+    print(f"{len(ctx.passed)} passed, {len(ctx.failed)} failed", flush=True)
+    return 1 if ctx.failed else 0
+
+
 def main():
     # a broken driver must still end with the summary line: guard
-    return fs.suite_main("libfio_tls client-side facil.io suite",
-                         "directory with <mode>/fio_client", "fio_tls_client.",
-                         "client suite", ClientPki, run_modes,
-                         guard="client suite ran to its end")
+    return suite_main("libfio_tls client-side facil.io suite",
+                      "directory with <mode>/fio_client", "fio_tls_client.",
+                      "client suite", ClientPki, run_modes,
+                      guard="client suite ran to its end")
 
 if __name__ == "__main__":
     sys.exit(main())
