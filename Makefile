@@ -84,8 +84,8 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 .SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
-.PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-client-legacy check-misuse check-asan scan fuzz fuzz-build c-tests demo \
+.PHONY: all check check-header-fresh check-rust check-client-legacy \
+        check-misuse check-asan scan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -118,7 +118,7 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
-LEGACY_CHECKS := check-library check-install check-client-legacy check-misuse torture-quick
+LEGACY_CHECKS := check-client-legacy check-misuse torture-quick
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
 	@$(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
 	  --summary-file $(BUILD)/check-total.txt \
@@ -131,12 +131,8 @@ check: check-header-fresh all check-programs $(LEGACY_CHECKS)
 check-rust:
 	$(CARGO) test --release
 
-check-library: all $(CT)/header_check_c.o $(CT)/header_check_cxx.o
-	$(PYTHON) c_tests/check_library.py --cc $(CC) --so $(BUILD)/libfio_tls.so \
-	  --a $(BUILD)/libfio_tls.a --header $(HEADER) \
-	  --cxx-object $(CT)/header_check_cxx.o
-
-# only the header on the include path: it must be self-contained
+# only the header on the include path: it must be self-contained (the C
+# object is the check; c_tests/suites/test_library.py reads the C++ one)
 $(CT)/header_check_c.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
 	$(say) CC $@
@@ -146,12 +142,8 @@ $(CT)/header_check_cxx.o: c_tests/programs/header_check.c $(HEADER)
 	$(say) CXX $@
 	$(Q)$(CXX) -Wall -Wextra -Werror -x c++ -Iinclude -c $< -o $@
 
-# install into a scratch DESTDIR and look at the result
-check-install: all
-	rm -rf $(BUILD)/stage
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/stage) PREFIX=/usr
-	$(PYTHON) c_tests/check_install.py --root $(abspath $(BUILD)/stage) \
-	  --prefix /usr --version $(VERSION)
+# (c_tests/suites/test_install.py runs `make install` into a scratch
+# DESTDIR itself and looks at the result)
 
 # the client-side driver, until it moves to c_tests/suites/ (the server
 # side is c_tests/suites/test_server.py); ends with its own
