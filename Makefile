@@ -3,10 +3,11 @@
 #   make                 build target/release/libfio_tls.{so,a}
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
 #   make header          regenerate include/fio_tls.h (cbindgen; commit it)
-#   make check           cargo test, header/symbol/SONAME checks, then the
-#                        facil.io integration suites, server side
-#                        (facil_suite.py) and client side
-#                        (c_tests/suites/test_client.py), or one SKIP line
+#   make check           every suite under pytest (c_tests/suites/): the Rust
+#                        tests, header/symbol/SONAME and install checks, the
+#                        API misuse table, the facil.io server and client
+#                        suites, quick torture; ends with one total line
+#                        (and one SKIP line when facil.io is missing)
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
 #                        built with -Zsanitizer=address into target/asan;
 #                        c_tests/suites/test_misuse.py -k table)
@@ -86,8 +87,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 .SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
-.PHONY: all header check check-header-fresh check-rust check-library check-install \
-        check-facil check-asan scan fuzz fuzz-build c-tests demo \
+.PHONY: all header check check-header-fresh check-rust check-asan scan fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -128,7 +128,7 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
-LEGACY_CHECKS := check-library check-install check-facil torture-quick
+LEGACY_CHECKS := torture-quick
 # what the suites that build and link C programs themselves need to know
 PYTEST_ENV = FIO_TLS_BUILD_DIR=$(abspath $(BUILD)) FACIL_IO_DIR=$(FACIL_IO_DIR) \
   FACIL_IO_STATIC=$(FACIL_IO_STATIC) FACIL_IO_SHARED=$(FACIL_IO_SHARED) \
@@ -156,12 +156,8 @@ check-header-fresh:
 check-rust:
 	$(CARGO) test --release
 
-check-library: all $(CT)/header_check_c.o $(CT)/header_check_cxx.o
-	$(PYTHON) c_tests/check_library.py --cc $(CC) --so $(BUILD)/libfio_tls.so \
-	  --a $(BUILD)/libfio_tls.a --header $(HEADER) \
-	  --cxx-object $(CT)/header_check_cxx.o
-
-# only the header on the include path: it must be self-contained
+# only the header on the include path: it must be self-contained (the C
+# object is the check; c_tests/suites/test_library.py reads the C++ one)
 $(CT)/header_check_c.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
 	$(say) CC $@
@@ -171,23 +167,9 @@ $(CT)/header_check_cxx.o: c_tests/programs/header_check.c $(HEADER)
 	$(say) CXX $@
 	$(Q)$(CXX) -Wall -Wextra -Werror -x c++ -Iinclude -c $< -o $@
 
-# install into a scratch DESTDIR and look at the result
-check-install: all
-	rm -rf $(BUILD)/stage
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/stage) PREFIX=/usr
-	$(PYTHON) c_tests/check_install.py --root $(abspath $(BUILD)/stage) \
-	  --prefix /usr --version $(VERSION)
+# (c_tests/suites/test_install.py runs `make install` into a scratch
+# DESTDIR itself and looks at the result)
 
-ifeq ($(FACIL_IO_FOUND),)
-check-facil:
-	@echo "SKIP facil.io integration: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR) [lib/facil/fio.h $(call found_or_missing,$(FACIL_IO_DIR)/lib/facil/fio.h)], FACIL_IO_STATIC=$(FACIL_IO_STATIC) [$(call found_or_missing,$(FACIL_IO_STATIC))], FACIL_IO_SHARED=$(FACIL_IO_SHARED) [$(call found_or_missing,$(FACIL_IO_SHARED))]); set these make variables to run the C suite"
-else
-# the server-side driver (the client side is c_tests/suites/test_client.py,
-# in the pytest run); ends with its own "N passed, N failed" line
-check-facil: c-tests
-	$(PYTHON) c_tests/facil_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD)
-endif
 
 # ---------------------------------------------------------------------------
 # C programs against facil.io

@@ -28,7 +28,7 @@ h2load and wrk run short bounded loads (h2load checks the exact byte count);
 crafted ClientHellos for SSLv2, SSLv3, TLS 1.0, TLS 1.1 and for TLS 1.2 with
 only NULL / EXPORT / RC4 / 3DES / CBC / anonymous / static-RSA suites must
 get a fatal alert quickly, not a hang (a control hello gets a ServerHello).
-(facil_suite.py already covers s_client -tls1/-tls1_1 and a few cipher
+(suites/test_server.py already covers s_client -tls1/-tls1_1 and a few cipher
 refusals; these hellos do not depend on what the local OpenSSL can offer.)
 
 Missing tools are installed unless --no-install: apt-get install

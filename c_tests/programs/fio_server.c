@@ -1,7 +1,7 @@
 /*
  * fio_server.c -- a facil.io 0.7.0.beta4 program that exercises libfio_tls.
  *
- * The integration driver (facil_suite.py) starts this program in one of the
+ * The server suite (suites/test_server.py) starts this program in one of the
  * modes below and talks to it with real TLS peers (curl, openssl s_client,
  * gnutls-cli). Every listener binds 127.0.0.1 only.
  *
