@@ -20,6 +20,7 @@ the last half minute of a period so that a ticket never ages by a period
 in the middle of a step.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -305,9 +306,13 @@ def test_a_changed_key_file_issues_at_once_and_the_old_secret_still_resumes(ctx,
     shutil.copyfile(new, staged)
     os.chmod(staged, 0o600)
     os.rename(staged, path)
+    line = f'INFO: fio_tls: session ticket key file "{path}": new secret'
     # the check runs every second in each worker that has served a
-    # connection (and at a worker's first connection)
-    time.sleep(2.5)
+    # connection (and at a worker's first connection): wait for the first
+    # worker's line, then give the other one more than an interval
+    ctx.check("host A saw the new key file within 10 s", a.wait_for(re.escape(line), 10),
+              excerpt(a.text()))
+    time.sleep(1.5)
     for v, client in clients.items():
         s = session_of(ctx, f"{v} host A after the change", client, a.port)
         resumes(ctx, f"{v}: after the change, host A's new session resumes on a host with "
@@ -317,6 +322,5 @@ def test_a_changed_key_file_issues_at_once_and_the_old_secret_still_resumes(ctx,
         resumes(ctx, f"{v}: a session host A made before the change still resumes on it",
                 client, before[v], a.port)
     log = a.text()
-    line = f'INFO: fio_tls: session ticket key file "{path}": new secret'
     ctx.check("host A logged the new secret (one INFO line per worker that saw the change)",
               1 <= log.count(line) <= 2, excerpt(log))
