@@ -13,6 +13,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CARGO = os.environ.get("CARGO", "cargo")
 SECTION = re.compile(r"^\s*(?:Running (?:unittests )?(\S+)|Doc-tests (\S+))", re.M)
+# libtest writes "test NAME ... ", the verdict and the newline as separate
+# writes, so a log line of a test running on another thread (the library
+# writes whole "LEVEL: fio_tls: ..." lines to stderr, merged here) may come
+# between the name and its verdict
+VERDICT = re.compile(r"^test (\S+) \.\.\. (?:(?:ERROR|WARNING|INFO|DEBUG): [^\n]*\n)*"
+                     r"(ok|FAILED|ignored)", re.M)
 
 
 def _sections(text):
@@ -51,7 +57,7 @@ def cargo_run():
     r = _cargo()
     results = {}
     for section, body in _sections(r.stdout):
-        for name, verdict in re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", body, re.M):
+        for name, verdict in VERDICT.findall(body):
             m = re.search(rf"^---- {re.escape(name)} stdout ----\n(.*?)(?=^---- |^failures:$)",
                           body, re.M | re.S)
             results[f"{section}::{name}"] = (verdict, m.group(1) if m else "")
