@@ -5,8 +5,12 @@
  * modes below and talks to it with real TLS peers (curl, openssl s_client,
  * gnutls-cli). Every listener binds 127.0.0.1 only.
  *
- *   fio_server [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA]
- *              [-f FILE] MODE PORT ARGS...
+ *   fio_server [-t THREADS] [-w WORKERS] [-l LOG_LEVEL] [-p PUBLIC_DIR]
+ *              [--trust CA] [-f FILE] MODE PORT ARGS...
+ *
+ *   -w WORKERS (default 1) forks that many worker processes after the TLS
+ *   objects are made; start such a server in its own session (setsid), as
+ *   facil.io signals its whole process group.
  *
  *   --trust CA calls fio_tls_trust(tls, CA) on the mode's TLS object (modes
  *   selfsigned, certs, echo): mutual TLS. CA "system" passes NULL.
@@ -490,8 +494,8 @@ static int start_pair(fio_tls_s *open, fio_tls_s *verifying, const char *port2) 
 
 static int usage(const char *prog) {
   fprintf(stderr,
-          "usage: %s [-t THREADS] [-l LOG_LEVEL] [-p PUBLIC_DIR] [--trust CA] "
-          "[-f FILE] MODE PORT ARGS...\n"
+          "usage: %s [-t THREADS] [-w WORKERS] [-l LOG_LEVEL] [-p PUBLIC_DIR] "
+          "[--trust CA] [-f FILE] MODE PORT ARGS...\n"
           "modes: selfsigned PORT [NAME|-]\n"
           "       certs PORT NAME KEY CERT [NAME KEY CERT]...\n"
           "       echo PORT NAME KEY CERT [NAME KEY CERT]...\n"
@@ -506,12 +510,15 @@ static int usage(const char *prog) {
 
 int main(int argc, char **argv) {
   int threads = 1;
+  int workers = 1;
   int i = 1;
   setvbuf(stdout, NULL, _IONBF, 0);
 
   for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
     if (!strcmp(argv[i], "-t"))
       threads = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "-w"))
+      workers = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "-l"))
       FIO_LOG_LEVEL = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "-p"))
@@ -523,7 +530,7 @@ int main(int argc, char **argv) {
     else
       return usage(argv[0]);
   }
-  if (argc - i < 2 || threads < 1)
+  if (argc - i < 2 || threads < 1 || workers < 1)
     return usage(argv[0]);
 
   const char *mode = argv[i];
@@ -567,7 +574,7 @@ int main(int argc, char **argv) {
   }
 
   fio_state_callback_add(FIO_CALL_ON_START, print_ready, NULL);
-  fio_start(.threads = (int16_t)threads, .workers = 1);
+  fio_start(.threads = (int16_t)threads, .workers = (int16_t)workers);
   if (http_tls)
     fio_tls_destroy(http_tls);
   if (alpn_tls)

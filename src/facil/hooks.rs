@@ -180,8 +180,13 @@ const SWEEP_INTERVAL_MS: usize = 250;
 fn track_deadline(conn: &Arc<HostConn>) {
     // SAFETY: getpid(2) has no preconditions.
     let pid = unsafe { libc::getpid() };
-    if SWEEPER_PID.swap(pid, Ordering::AcqRel) != pid && sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
-        SWEEPER_PID.store(0, Ordering::Release);
+    if SWEEPER_PID.swap(pid, Ordering::AcqRel) != pid {
+        if sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
+            SWEEPER_PID.store(0, Ordering::Release);
+        }
+        // this process's first TLS connection: its tickets follow the key
+        // file as it is now (the sweep then checks it on schedule)
+        super::ticket_watch::tick();
     }
     let deadline = conn.started + Duration::from_secs(handshake_timeout() as u64);
     HANDSHAKES.lock().unwrap_or_else(|p| p.into_inner()).push_back((deadline, Arc::downgrade(conn)));
@@ -189,6 +194,7 @@ fn track_deadline(conn: &Arc<HostConn>) {
 
 unsafe extern "C" fn sweep_deadlines(_arg: *mut c_void) {
     ffi_boundary!("handshake deadline sweep", {
+        super::ticket_watch::tick();
         let now = Instant::now();
         let mut expired = Vec::new();
         {

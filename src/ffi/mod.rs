@@ -150,6 +150,22 @@ impl TlsObject {
 /// Protocol versions are TLS 1.2 and 1.3 only, with forward-secret AEAD
 /// suites, no compression and no renegotiation.
 ///
+/// Session tickets (server side, RFC 5077 / RFC 8446): sealed with keys
+/// that rotate every `FIO_TLS_TICKET_KEY_SECONDS` (environment, 1-86400,
+/// default 3600); tickets of the previous and the next period also resume,
+/// and a resumed TLS 1.3 handshake always gets a fresh ticket (TLS 1.2: a
+/// fresh one when its ticket is not of the current period). The keys derive
+/// from a random secret that the first call in the process makes (before
+/// `fio_start` forks, so every worker shares it), or, when the environment
+/// variable `FIO_TLS_TICKET_KEY_FILE` names a file, from that file's
+/// secret, so that every host holding the same file resumes the others'
+/// sessions. The first call reads the file; a file with fewer than 32
+/// bytes, or that group or others may read or write, is one ERROR line
+/// naming it, and the call still succeeds with the random secret. Each
+/// process checks the file again every `FIO_TLS_RELOAD_SECONDS`: a new
+/// secret seals new tickets at once, and the previous one still resumes
+/// for one key period.
+///
 /// Returns a new object owned by the caller (release it with
 /// `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
 /// naming the file and the reason (missing or unreadable file, no valid
