@@ -2,4 +2,5 @@
 //! connection inside its event loop.
 
 pub mod hooks;
+pub mod pubsub;
 pub mod sys;
