@@ -467,39 +467,42 @@ def test_reload_message_reaches_every_process(ctx):
         return
     everyone = sorted([root] + workers)
 
-    def asked(by, what):
-        # each process's DEBUG line for this request, by pid
+    def asked(by, what, since):
+        # each process's DEBUG line for this request (logged after `since`)
         pat = (rf"^DEBUG: fio_tls: fio_tls_reload: process (\d+) re-checks the files of "
                rf"{what} \(asked by process {by}\)$")
         deadline = time.monotonic() + 5
         while True:
-            got = sorted(int(p) for p in re.findall(pat, srv.text(), re.M))
+            got = sorted(int(p) for p in re.findall(pat, srv.text()[since:], re.M))
             if got == everyone or time.monotonic() > deadline:
                 return got
             time.sleep(0.05)
 
+    since = len(srv.text())
     status, body = get_once(srv.port, "localhost", "/reload")
     m = re.match(rb"pid=(\d+) reload=all", body)
     by = int(m.group(1)) if m else None
-    got = asked(by, "every fio_tls_s")
+    got = asked(by, "every fio_tls_s", since)
     ctx.check(f"{tag}: GET /reload in worker {by}: fio_tls_reload(NULL) reaches the root "
               f"and the {WORKERS} workers, once each", status == 200 and by in workers and got == everyone,
               f"answer {status} {body!r}; processes {got}, want {everyone}")
 
+    since = len(srv.text())
     status, body = get_once(srv.port, "localhost", "/reload-one")
     m = re.match(rb"pid=(\d+) reload=one", body)
     by = int(m.group(1)) if m else None
-    got = asked(by, r"fio_tls_s 0x[0-9a-f]+")
+    got = asked(by, r"fio_tls_s 0x[0-9a-f]+", since)
     ctx.check(f"{tag}: GET /reload-one in worker {by}: fio_tls_reload(tls) reaches every process, "
               f"where the handle names the object made before fio_start", status == 200 and got == everyone,
               f"answer {status} {body!r}; processes {got}, want {everyone}")
 
     for target, who in ((root, "the root"), (workers[1], "a worker")):
+        since = len(srv.text())
         os.kill(target, signal.SIGHUP)
-        got = asked(target, "every fio_tls_s")
+        got = asked(target, "every fio_tls_s", since)
         ctx.check(f"{tag}: SIGHUP to {who} ({target}): the README's flag + timer recipe "
                   f"reaches every process", got == everyone and
-                  re.search(rf"^SIGHUP-RELOAD {target}$", srv.text(), re.M),
+                  re.search(rf"^SIGHUP-RELOAD {target}$", srv.text()[since:], re.M),
                   f"processes {got}, want {everyone}\n{excerpt(srv.text())}")
     check_stop(ctx, tag, srv)
 
