@@ -685,6 +685,15 @@ int main(int argc, char **argv) {
 
   fio_state_callback_add(FIO_CALL_ON_START, print_ready, NULL);
   fio_start(.threads = (int16_t)threads, .workers = (int16_t)workers);
+  if (workers > 1) {
+    /* facil.io 0.7.0.beta4 race at exit: the root's sentinel threads (one
+     * per worker, blocked in waitpid) read facil.io's state after the
+     * worker is reaped, while the exiting main thread unmaps it (a
+     * segfault in fio_sentinel_worker_thread after "STOPPED", about one
+     * run in twenty). The children are gone by now: give those threads a
+     * moment to finish. */
+    usleep(200000);
+  }
   if (http_tls)
     fio_tls_destroy(http_tls);
   if (alpn_tls)

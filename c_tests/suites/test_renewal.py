@@ -45,6 +45,7 @@ import ssl
 import struct
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -53,7 +54,7 @@ from fiotest.proc import excerpt, free_port, run
 WORKERS, THREADS = 4, 2
 RELOAD_SECONDS = 2  # FIO_TLS_RELOAD_SECONDS of the watching tests
 AT_ONCE = 1.0  # seconds: "at once" for fio_tls_reload with watching off
-SWEEP_CONNECTIONS = 160  # new connections a sweep may open to meet every worker
+SWEEP_CONNECTIONS = 400  # new connections a sweep may open to meet every worker
 IO_TIMEOUT = 10
 
 
@@ -313,18 +314,27 @@ def probe(port, sni):
 
 
 def sweep(port, sni, pids, limit=SWEEP_CONNECTIONS):
-    """New connections until every worker in `pids` served one (at most
-    `limit`). Returns {pid: set of leaf DERs served}, and the errors."""
+    """New connections, four at a time (the kernel then spreads them over
+    the workers better than one by one), until every worker in `pids` served
+    one, at most `limit`. Returns {pid: set of leaf DERs served}, and the
+    errors."""
     seen, errors = {}, []
-    for _ in range(limit):
+
+    def one(_):
         try:
-            pid, der = probe(port, sni)
+            return probe(port, sni)
         except (OSError, ssl.SSLError, ConnectionError) as e:
-            errors.append(f"{type(e).__name__}: {e}")
-            continue
-        seen.setdefault(pid, set()).add(der)
-        if set(pids) <= set(seen):
-            break
+            return f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(4) as pool:
+        made = 0
+        while made < limit and not set(pids) <= set(seen):
+            for r in pool.map(one, range(8)):
+                if isinstance(r, str):
+                    errors.append(r)
+                else:
+                    seen.setdefault(r[0], set()).add(r[1])
+            made += 8
     return seen, errors
 
 
