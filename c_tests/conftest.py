@@ -44,6 +44,10 @@ def pytest_addoption(parser):
                 help="reason why the facil.io build is missing (skips `facil` tests)")
     g.addoption("--summary-file", default="",
                 help="write the closing total line to this file too")
+    # suites/test_renewal.py
+    g.addoption("--renewal-full", action="store_true",
+                help="the renewal tests with the issue's full counts (200 keep-alive, "
+                     "50 websocket connections)")
 
 
 class Paths:

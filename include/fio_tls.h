@@ -3,7 +3,7 @@
  *
  * The six functions are facil.io's fio_tls API with their exact signatures;
  * link libfio_tls (see README.md) so that they replace facil.io's stubs.
- * Our extensions (fio_tls_trust) follow them. facil.io's own
+ * Our extensions (fio_tls_trust, fio_tls_reload) follow them. facil.io's own
  * lib/facil/tls/fio_tls.h may be included before or after this header, in C
  * (in C++ use this one only: facil.io's declares the functions without
  * extern "C").
@@ -267,6 +267,48 @@ void fio_tls_connect(intptr_t uuid, fio_tls_s *tls, void *udata);
  *
  */
 void fio_tls_destroy(fio_tls_s *tls);
+
+/**
+ * Extension (not in facil.io): re-checks the watched files of `tls` now --
+ * the key and certificate files of each of its certificates and the CA
+ * file of `fio_tls_trust` -- in every process of the application. `tls`
+ * NULL: of every live `fio_tls_s`.
+ *
+ * Each process applies what changed as its periodic check
+ * (`FIO_TLS_RELOAD_SECONDS`) would: a changed pair that loads and matches
+ * serves new handshakes from then on, connections already established
+ * keep theirs, and an unusable change keeps the old certificate with a
+ * WARNING. Nothing is re-read when nothing changed. Use it with watching
+ * off (`FIO_TLS_RELOAD_SECONDS=0`), or to apply a renewal at once (from
+ * an admin route, a certbot deploy hook that signals the server, ...).
+ *
+ * Which processes: while facil.io runs (from `fio_start` until its
+ * shutdown begins) the request goes out as a facil.io cluster message to
+ * the root process and every worker, the caller included, and each one
+ * re-checks its own copy on one of its facil.io threads shortly after; the
+ * call itself returns at once, without reading any file. The message is a
+ * pub/sub *filter* message (filter `0x46544C52`, reserved by this
+ * library): pattern subscriptions and pub/sub engines (Redis) never see
+ * it. A handle names the same object in every process when it was made
+ * before `fio_start` forked the workers; one made by a worker after that
+ * is re-checked in that worker only. Before `fio_start`, after facil.io
+ * stopped, without facil.io, or with a facil.io built without pub/sub,
+ * the calling process re-checks its objects before the call returns.
+ *
+ * Errors: a destroyed or never-made `tls` logs one ERROR line and nothing
+ * is re-checked. Problems with the files are logged by each process that
+ * finds them (WARNING, the old certificate stays).
+ *
+ * Thread-safety: callable from any thread, facil.io request handlers,
+ * deferred tasks and timers included. Not async-signal-safe (it allocates
+ * and takes locks): from a signal handler, set a flag and call
+ * `fio_tls_reload` from a facil.io task (README, "Renewing certificates").
+ *
+ * `tls` may be any value: anything but NULL or a live handle from
+ * `fio_tls_new` (destroyed, never made) is reported, never acted on (see
+ * `fio_tls_destroy`).
+ */
+void fio_tls_reload(fio_tls_s *tls);
 
 /**
  * Does nothing. `fio_tls.h` makes every file that includes it refer to

@@ -54,10 +54,11 @@ class Ctx:
         return env
 
     # -- servers -------------------------------------------------------------
-    def server(self, argv, label, env=None, port=None, kind="server", cwd=None):
+    def server(self, argv, label, env=None, port=None, kind="server", cwd=None, session=False):
         """Starts any server program (argv's "{port}" is its port); it is
-        stopped when the test ends."""
-        srv = Server(self, argv, label, env=env, port=port, kind=kind, cwd=cwd)
+        stopped when the test ends. `session`: in a session of its own (a
+        multi-worker facil.io server, see proc.LoggedProcess)."""
+        srv = Server(self, argv, label, env=env, port=port, kind=kind, cwd=cwd, session=session)
         self.servers.append(srv)
         return srv
 

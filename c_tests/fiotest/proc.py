@@ -19,6 +19,13 @@ LIVE = set()
 def kill_leftovers():
     for p in list(LIVE):
         if p.poll() is None:
+            try:
+                # a process that leads its own group was started in a session
+                # of its own (a multi-worker server): its workers go too
+                if os.getpgid(p.pid) == p.pid:
+                    os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
             p.kill()
             p.wait()
         LIVE.discard(p)
@@ -78,13 +85,18 @@ def stop_process(proc, sig=signal.SIGINT, timeout=10, group=False):
 
 class LoggedProcess:
     """A server process; stdout and stderr both go to one log file, so the
-    order of its marker lines and its log lines is kept."""
+    order of its marker lines and its log lines is kept. With `session`, it
+    runs in a session (and process group) of its own: what a multi-worker
+    facil.io server needs, since facil.io signals its whole process group;
+    a stop that has to kill then kills the whole group (its workers)."""
 
-    def __init__(self, argv, log_path, env=None, cwd=None):
+    def __init__(self, argv, log_path, env=None, cwd=None, session=False):
         self.log_path = log_path
+        self.session = session
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=env, cwd=cwd)
+                                     stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=session)
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -105,7 +117,7 @@ class LoggedProcess:
 
     def stop(self, sig=signal.SIGINT, timeout=10):
         """Stops the process (see stop_process) and closes the log."""
-        clean = stop_process(self.proc, sig, timeout)
+        clean = stop_process(self.proc, sig, timeout, group=self.session)
         self.log.close()
         return clean
 
@@ -115,7 +127,8 @@ class Server(LoggedProcess):
     (client_suite: kind "peer"), logging to ctx.tmp/<kind>-<serial>-<label>.log.
     "{port}" in argv stands for its port."""
 
-    def __init__(self, ctx, argv, label, env=None, port=None, kind="server", cwd=None):
+    def __init__(self, ctx, argv, label, env=None, port=None, kind="server", cwd=None,
+                 session=False):
         self.ctx = ctx
         self.port = port or free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
@@ -123,7 +136,7 @@ class Server(LoggedProcess):
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
         self.started = time.monotonic()
         super().__init__(self.argv, os.path.join(ctx.tmp, f"{kind}-{ctx.serial:03d}-{safe}.log"),
-                         env, cwd)
+                         env, cwd, session)
         LIVE.add(self.proc)
         self.rc = None
 

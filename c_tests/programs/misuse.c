@@ -71,11 +71,11 @@ int FIO_LOG_LEVEL = 4;
  * The table
  * ------------------------------------------------------------------------ */
 
-typedef enum { NEW, CERT_ADD, PROTO_ADD, TRUST, ACCEPT, CONNECT, DESTROY } op_e;
+typedef enum { NEW, CERT_ADD, PROTO_ADD, TRUST, ACCEPT, CONNECT, DESTROY, RELOAD } op_e;
 static const char *op_name[] = {"fio_tls_new",   "fio_tls_cert_add",
                                 "fio_tls_proto_add", "fio_tls_trust",
                                 "fio_tls_accept", "fio_tls_connect",
-                                "fio_tls_destroy"};
+                                "fio_tls_destroy", "fio_tls_reload"};
 
 /* the fio_tls_s argument */
 typedef enum {
@@ -259,6 +259,14 @@ static const row_s rows[] = {
     {"destroyed by another thread while two threads start connections", ACCEPT, RACING, NULL, NULL, NULL, U_FAKE, ANYLOG, {0}, 0, PURE_ONLY},
     {"destroyed by three threads at once", DESTROY, RACING, NULL, NULL, NULL, 0, ANYLOG, {0}, 0, 0},
 
+    /* -------- fio_tls_reload -------- */
+    {"NULL: every live object", RELOAD, NULLOBJ, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
+    {"live object (self-signed: nothing to re-read)", RELOAD, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
+    {"destroyed object", RELOAD, DESTROYED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", RELOAD, FOREIGN, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
+    {"stale handle: destroyed, a new object made in its place", RELOAD, REPLACED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"destroyed by another thread while two threads reload it", RELOAD, RACING, NULL, NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+
     /* -------- fio_tls_destroy -------- */
     {"NULL (ignored, like free)", DESTROY, NULLOBJ, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
     {"twice (destroyed object)", DESTROY, DESTROYED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
@@ -423,7 +431,7 @@ static void *racer(void *arg) {
   racer_s *x = arg;
   /* making a self-signed certificate or building contexts takes a while */
   int rounds = x->r->op == PROTO_ADD || x->r->op == DESTROY ||
-                       x->r->op == ACCEPT
+                       x->r->op == ACCEPT || x->r->op == RELOAD
                    ? 400
                    : 25;
   while (!*x->go)
@@ -444,6 +452,9 @@ static void *racer(void *arg) {
       break;
     case DESTROY:
       fio_tls_destroy(x->tls);
+      break;
+    case RELOAD:
+      fio_tls_reload(x->tls);
       break;
     default:
       break;
@@ -566,6 +577,9 @@ static int run_row(const row_s *r) {
   case DESTROY:
     fio_tls_destroy(tls);
     tls = NULL; /* destroyed (or never ours) */
+    break;
+  case RELOAD:
+    fio_tls_reload(tls);
     break;
   }
   if (r->obj == LIVE)

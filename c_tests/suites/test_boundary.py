@@ -19,7 +19,8 @@ the reason, when it is missing.
 
 What is tested:
   * include/fio_tls.h and facil.io's lib/facil/tls/fio_tls.h in either order
-    still declare our extension fio_tls_trust (C99, -pedantic -Werror);
+    still declare our extensions fio_tls_trust and fio_tls_reload (C99,
+    -pedantic -Werror);
   * link orders with facil.io, static and shared: the header's link check
     makes `libfacil.io.a libfio_tls.a` work, a link without libfio_tls fail
     naming what to do, and FIO_TLS_NO_LINK_CHECK turn it off (LD_PRELOAD);
@@ -82,6 +83,7 @@ def test_either_include_order_declares_the_extensions(tmp_path, first):
 void use_them(fio_tls_s *tls);
 void use_them(fio_tls_s *tls) {
   fio_tls_trust(tls, "ca.pem"); /* ours only */
+  fio_tls_reload(tls);           /* ours only */
   fio_tls_proto_add(tls, "h2", 0);
   fio_tls_destroy(tls);
 }

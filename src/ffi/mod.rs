@@ -8,6 +8,7 @@
 //! terminal.
 
 pub mod boundary;
+pub mod cluster;
 pub mod handle;
 pub mod link;
 
@@ -39,6 +40,10 @@ pub struct fio_tls_s {
 pub struct TlsObject {
     config: Mutex<TlsConfig<Handler>>,
     built: Mutex<Arc<Snapshot>>,
+    /// The process that made it (`getpid` in `fio_tls_new`): a handle names
+    /// the same object in every process only when that process forked the
+    /// others after making it (see [`cluster`]).
+    born_in: u32,
 }
 
 /// Every live object, by handle.
@@ -205,14 +210,23 @@ pub unsafe extern "C" fn fio_tls_new(
         let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
             .and_then(|mut config| config.build().map(|built| (config, built)));
         let object = match made {
-            Ok((config, built)) => TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)) },
+            Ok((config, built)) => TlsObject {
+                config: Mutex::new(config),
+                built: Mutex::new(Arc::new(built)),
+                born_in: std::process::id(),
+            },
             Err(e) => {
                 log_error!("{API}: {e}");
                 return core::ptr::null_mut();
             }
         };
         match OBJECTS.insert(object) {
-            Ok(handle) => to_c(handle),
+            Ok(handle) => {
+                // in every process that has objects (workers forked later
+                // inherit it): fio_tls_reload's cluster message
+                cluster::listen();
+                to_c(handle)
+            }
             Err(handle::Full(n)) => {
                 log_error!("{API}: {n} fio_tls_s objects exist already (the limit); destroy some first");
                 core::ptr::null_mut()
@@ -369,6 +383,18 @@ pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_ch
             },
         );
     })
+}
+
+/// Re-checks the watched files of `target` (of every live object when
+/// `None`) now, in this process: a changed key/certificate pair or CA file
+/// that loads replaces the old one for new handshakes.
+///
+/// STUB until the reload branch lands: the reload branch replaces this
+/// body with the real check (the contract above is what [`cluster`] relies
+/// on: called on a facil.io thread or the caller's thread, never holding a
+/// lock of ours).
+pub(crate) fn recheck_objects(target: Option<&TlsObject>) {
+    let _ = target;
 }
 
 /// Shared body of accept and connect.
