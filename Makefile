@@ -129,14 +129,17 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
 LEGACY_CHECKS := torture-quick
-# what the suites that build and link C programs themselves need to know
-PYTEST_ENV = FIO_TLS_BUILD_DIR=$(abspath $(BUILD)) FACIL_IO_DIR=$(FACIL_IO_DIR) \
-  FACIL_IO_STATIC=$(FACIL_IO_STATIC) FACIL_IO_SHARED=$(FACIL_IO_SHARED) \
-  CC="$(CC)" CXX="$(CXX)" FIO_TLS_STATIC_LIBS="$(FIO_TLS_STATIC_LIBS)"
+# conftest.py's options: where the build and facil.io are, the compiler
+# and the static link line (for the suites that compile and link C
+# programs themselves), and why facil.io is missing, if it is
+# (--opt=VALUE: a value that starts with '-', such as -lm, stays a value)
+PYTEST_PATHS = --build-dir="$(abspath $(BUILD))" --facil-dir="$(abspath $(FACIL_IO_DIR))" \
+  --facil-static="$(abspath $(FACIL_IO_STATIC))" --facil-shared="$(abspath $(FACIL_IO_SHARED))" \
+  --cc="$(CC)" --static-libs="$(FIO_TLS_STATIC_LIBS)" \
+  $(if $(FACIL_IO_FOUND),,--facil-missing="$(FACIL_IO_MISSING)")
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
-	@$(PYTEST_ENV) $(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
-	  --summary-file $(BUILD)/check-total.txt \
-	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
+	@$(PYTEST) c_tests $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))/pytest \
+	  --summary-file $(BUILD)/check-total.txt $(PYTEST_ARGS); \
 	status=$$?; \
 	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
 	cat $(BUILD)/check-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
@@ -269,9 +272,9 @@ check-asan: $(ASAN_BINS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	MISUSE_BINS="$(abspath $(ASAN_BINS))" MISUSE_LEVELS=5 MISUSE_CANARY=1 \
-	$(PYTEST) c_tests/suites/test_misuse.py -k table --build-dir $(abspath $(BUILD)) \
+	$(PYTEST) c_tests/suites/test_misuse.py -k table $(PYTEST_PATHS) \
 	  --basetemp $(abspath $(BUILD))/pytest-asan --summary-file $(BUILD)/asan-total.txt \
-	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
+	  $(PYTEST_ARGS); \
 	status=$$?; \
 	cat $(BUILD)/asan-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
 	exit $$status

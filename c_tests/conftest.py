@@ -9,11 +9,20 @@ Layout:
   c_tests/conftest.py this file: options, fixtures, verdicts
 
 The Makefile runs `pytest c_tests --build-dir build [...]` after building
-everything. Options:
+everything, passing its own settings. Options (defaults: those of the
+Makefile, for a run by hand):
   --build-dir DIR        where `make` put the library and the C programs
+  --facil-dir DIR        the facil.io 0.7.0.beta4 tree (headers under lib/)
+  --facil-static A       its libfacil.io.a (default DIR/build-static/...)
+  --facil-shared SO      its libfacil.io.so (default DIR/build-shared/...)
+  --cc CC                the C compiler the suites run themselves
+  --static-libs LIBS     what a static link of libfio_tls.a needs besides it
   --facil-missing WHY    no facil.io build: tests marked `facil` are skipped
-                         with WHY (the Makefile also prints its loud SKIP line)
+                         with WHY (the Makefile also prints its loud SKIP
+                         line); without it, a facil.io tree or library that
+                         is not there skips them with the paths it looked at
   --summary-file F       also write the closing total line to F
+The `paths` fixture carries all of these (see Paths).
 
 Verdicts:
   * a check (`ctx.check`) that fails fails its test, with every failed
@@ -24,6 +33,7 @@ Verdicts:
   * the run ends with `total: N passed, N failed, N skipped`.
 """
 import os
+import shlex
 import shutil
 
 import pytest
@@ -36,14 +46,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+# (option, default, help); the defaults are the Makefile's, for a run by hand
+OPTIONS = (
+    ("--build-dir", os.path.join(ROOT, "build"),
+     "the build directory of `make` (library and C programs)"),
+    ("--facil-dir", "/opt/facil.io-0.7.0.beta4",
+     "the facil.io 0.7.0.beta4 source tree (headers under lib/)"),
+    ("--facil-static", "",
+     "facil.io's static library (default FACIL_DIR/build-static/libfacil.io.a)"),
+    ("--facil-shared", "",
+     "facil.io's shared library (default FACIL_DIR/build-shared/libfacil.io.so)"),
+    ("--cc", "cc", "the C compiler the suites run"),
+    ("--static-libs", "-lssl -lcrypto -lpthread -ldl -lm",
+     "what a static link of libfio_tls.a needs besides it"),
+    ("--facil-missing", "", "reason why the facil.io build is missing (skips `facil` tests)"),
+    ("--summary-file", "", "write the closing total line to this file too"),
+)
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("libfio_tls")
-    g.addoption("--build-dir", default=os.path.join(ROOT, "build"),
-                help="the build directory of `make` (library and C programs)")
-    g.addoption("--facil-missing", default="",
-                help="reason why the facil.io build is missing (skips `facil` tests)")
-    g.addoption("--summary-file", default="",
-                help="write the closing total line to this file too")
+    for name, default, text in OPTIONS:
+        g.addoption(name, default=default, help=text)
     # suites/test_renewal.py
     g.addoption("--renewal-full", action="store_true",
                 help="the renewal tests with the issue's full counts (200 keep-alive, "
@@ -51,29 +75,53 @@ def pytest_addoption(parser):
 
 
 class Paths:
-    """Where the built artefacts are. Every path is absolute."""
+    """Where the built artefacts and facil.io are, and the compiler settings
+    (the options above). Every path is absolute."""
 
-    def __init__(self, build):
+    def __init__(self, config):
+        opt = config.getoption
         self.root = ROOT
-        self.build = os.path.abspath(build)
+        self.build = os.path.abspath(opt("--build-dir"))
         self.ct = os.path.join(self.build, "c_tests")
         self.so = os.path.join(self.build, "libfio_tls.so")
         self.a = os.path.join(self.build, "libfio_tls.a")
-        self.header = os.path.join(ROOT, "include", "fio_tls.h")
+        self.include = os.path.join(ROOT, "include")
+        self.header = os.path.join(self.include, "fio_tls.h")
         self.misuse = os.path.join(self.build, "misuse")
+        self.facil_dir = os.path.abspath(opt("--facil-dir"))
+        self.facil_static = os.path.abspath(opt("--facil-static") or os.path.join(
+            self.facil_dir, "build-static", "libfacil.io.a"))
+        self.facil_shared = os.path.abspath(opt("--facil-shared") or os.path.join(
+            self.facil_dir, "build-shared", "libfacil.io.so"))
+        self.cc = opt("--cc")
+        self.static_libs = shlex.split(opt("--static-libs"))
+        self.facil_missing = opt("--facil-missing") or self._facil_absent()
+
+    def _facil_absent(self):
+        need = [os.path.join(self.facil_dir, "lib", "facil", "fio.h"),
+                self.facil_static, self.facil_shared]
+        missing = [p for p in need if not os.path.exists(p)]
+        return (f"facil.io 0.7.0.beta4 build not found: no {', '.join(missing)} "
+                "(--facil-dir, --facil-static, --facil-shared)") if missing else ""
 
     def binary(self, mode, program):
         """A C test program linked in `mode` (static, shared, preload, broken)."""
         return os.path.join(self.ct, mode, program)
 
 
+def _paths(config):
+    if not hasattr(config, "_fio_paths"):
+        config._fio_paths = Paths(config)
+    return config._fio_paths
+
+
 @pytest.fixture(scope="session")
 def paths(request):
-    return Paths(request.config.getoption("--build-dir"))
+    return _paths(request.config)
 
 
 def pytest_collection_modifyitems(config, items):
-    why = config.getoption("--facil-missing")
+    why = _paths(config).facil_missing
     if why:
         skip = pytest.mark.skip(reason=f"facil.io integration: {why}")
         for item in items:

@@ -10,7 +10,7 @@ and their logs are attached to a failed test's report.
 import os
 import re
 
-from .proc import Server, excerpt
+from .proc import Server, excerpt, head_and_tail
 
 FATAL_STUB = "HTTP SSL/TLS required but unavailable!"
 WORKING_MODES = ("static", "shared", "preload")
@@ -35,7 +35,7 @@ class Ctx:
         else:
             self.failed.append((name, detail))
             print(f"FAIL - {name}", flush=True)
-            for line in _head_and_tail(detail):
+            for line in head_and_tail(detail):
                 print(f"#   {line}", flush=True)
         return ok
 
@@ -45,29 +45,33 @@ class Ctx:
 
     def env(self, mode, extra=None):
         """The environment for a program of link mode `mode`: LD_PRELOAD only
-        in preload mode, no inherited FIO_TLS_* knobs, then `extra`."""
+        in preload mode, none of the library's knobs inherited (FIO_TLS_*,
+        SSLKEYLOGFILE: a key log adds a WARNING line), then `extra`."""
         env = {k: v for k, v in os.environ.items()
-               if k != "LD_PRELOAD" and not k.startswith("FIO_TLS_")}
+               if k not in ("LD_PRELOAD", "SSLKEYLOGFILE") and not k.startswith("FIO_TLS_")}
         if mode == "preload":
             env["LD_PRELOAD"] = self.paths.so
         env.update(extra or {})
         return env
 
     # -- servers -------------------------------------------------------------
-    def server(self, argv, label, env=None, port=None, kind="server", cwd=None, session=False):
+    def server(self, argv, label, env=None, port=None, kind="server", cwd=None,
+               new_session=False):
         """Starts any server program (argv's "{port}" is its port); it is
-        stopped when the test ends. `session`: in a session of its own (a
-        multi-worker facil.io server, see proc.LoggedProcess)."""
-        srv = Server(self, argv, label, env=env, port=port, kind=kind, cwd=cwd, session=session)
+        stopped when the test ends. new_session: its own session and
+        process group (proc.LoggedProcess)."""
+        srv = Server(self, argv, label, env=env, port=port, kind=kind, cwd=cwd,
+                     new_session=new_session)
         self.servers.append(srv)
         return srv
 
     def start(self, mode, args, label, program="fio_server", ready=True, env=None):
-        """Starts a test server of link mode `mode` and waits for its READY
-        line; retries on a port taken in the meantime."""
+        """Starts a facil.io test server of link mode `mode` in its own
+        session (facil.io may signal its whole process group) and waits for
+        its READY line; retries on a port taken in the meantime."""
         for _ in range(3):
             srv = self.server([self.binary(mode, program), *args], f"{mode}-{label}",
-                              env=self.env(mode, env))
+                              env=self.env(mode, env), new_session=True)
             if not ready or srv.wait_ready():
                 return srv
             srv.stop()
@@ -83,14 +87,6 @@ class Ctx:
                 srv.stop()
             logs.append((os.path.basename(srv.log_path), srv.text()))
         return logs
-
-
-def _head_and_tail(detail):
-    text = detail if isinstance(detail, str) else repr(detail)
-    lines = text.rstrip().splitlines()
-    if len(lines) > 40:
-        lines = lines[:15] + ["[...]"] + lines[-25:]
-    return lines
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """TLS peers driven by the suites: curl, openssl s_client, a clear-text
-client; and what their output says."""
+client, a server that hangs up mid-handshake; and what their output says."""
 import os
 import re
 import socket
+import threading
 import time
 
 from .proc import Interactive, excerpt, run
@@ -105,3 +106,36 @@ def plain_text_client_dropped(port, seconds=5):
     return False
 
 
+
+
+def accept_loop(sock, handle):
+    """Calls handle(conn) for each connection accepted on the listening
+    `sock`, until it is closed."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        handle(conn)
+
+
+class HangUpServer:
+    """A TCP server (a thread in this process) that accepts, reads the
+    ClientHello and hangs up without a word (no alert)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=accept_loop, args=(self.sock, self._hang_up), daemon=True).start()
+
+    @staticmethod
+    def _hang_up(conn):
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)
+        except OSError:
+            pass
+        conn.close()
+
+    def close(self):
+        self.sock.close()

@@ -1,7 +1,12 @@
 """Processes of the suites: client commands run to completion (`run`), server
 processes whose stdout and stderr go to one log file (`LoggedProcess`,
 `Server`), interactive clients fed through a pipe (`Interactive`), free
-ports, and what fio_server.c answers (`fnv1a`, `BIG_BODY`)."""
+ports, and what fio_server.c answers (`fnv1a`, `BIG_BODY`).
+
+A server that facil.io may signal as a group (its root process sends
+SIGINT to its whole process group when it stops, with workers) is started
+with `new_session=True`: it then leads its own session and process group,
+and what kills it kills the group."""
 import os
 import re
 import signal
@@ -19,16 +24,30 @@ LIVE = set()
 def kill_leftovers():
     for p in list(LIVE):
         if p.poll() is None:
-            try:
-                # a process that leads its own group was started in a session
-                # of its own (a multi-worker server): its workers go too
-                if os.getpgid(p.pid) == p.pid:
-                    os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            p.kill()
+            kill(p)
             p.wait()
         LIVE.discard(p)
+
+
+def kill(proc):
+    """SIGKILL to the process, or to its whole group when it leads one
+    (started with new_session)."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+def head_and_tail(detail):
+    """A failure's detail as lines; over 40 lines, the first 15 and the last 25."""
+    text = detail if isinstance(detail, str) else repr(detail)
+    lines = text.rstrip().splitlines()
+    if len(lines) > 40:
+        lines = lines[:15] + ["[...]"] + lines[-25:]
+    return lines
 
 
 def excerpt(text, limit=3000):
@@ -85,18 +104,17 @@ def stop_process(proc, sig=signal.SIGINT, timeout=10, group=False):
 
 class LoggedProcess:
     """A server process; stdout and stderr both go to one log file, so the
-    order of its marker lines and its log lines is kept. With `session`, it
-    runs in a session (and process group) of its own: what a multi-worker
-    facil.io server needs, since facil.io signals its whole process group;
-    a stop that has to kill then kills the whole group (its workers)."""
+    order of its marker lines and its log lines is kept. With new_session
+    it leads its own session (setsid): facil.io's signals to its process
+    group stay there, and a stop that has to kill kills the group."""
 
-    def __init__(self, argv, log_path, env=None, cwd=None, session=False):
+    def __init__(self, argv, log_path, env=None, cwd=None, new_session=False):
         self.log_path = log_path
-        self.session = session
+        self.group = new_session
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=session)
+                                     start_new_session=new_session)
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -117,7 +135,7 @@ class LoggedProcess:
 
     def stop(self, sig=signal.SIGINT, timeout=10):
         """Stops the process (see stop_process) and closes the log."""
-        clean = stop_process(self.proc, sig, timeout, group=self.session)
+        clean = stop_process(self.proc, sig, timeout, group=self.group)
         self.log.close()
         return clean
 
@@ -125,10 +143,10 @@ class LoggedProcess:
 class Server(LoggedProcess):
     """A fio_server/demo process (kind "server"), or another server program
     (client_suite: kind "peer"), logging to ctx.tmp/<kind>-<serial>-<label>.log.
-    "{port}" in argv stands for its port."""
+    "{port}" in argv stands for its port; new_session: see LoggedProcess."""
 
     def __init__(self, ctx, argv, label, env=None, port=None, kind="server", cwd=None,
-                 session=False):
+                 new_session=False):
         self.ctx = ctx
         self.port = port or free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
@@ -136,7 +154,7 @@ class Server(LoggedProcess):
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
         self.started = time.monotonic()
         super().__init__(self.argv, os.path.join(ctx.tmp, f"{kind}-{ctx.serial:03d}-{safe}.log"),
-                         env, cwd, session)
+                         env, cwd, new_session)
         LIVE.add(self.proc)
         self.rc = None
 
@@ -222,7 +240,6 @@ class Interactive:
         self.reader.join(2)
         LIVE.discard(self.proc)
         return self.output().decode("utf-8", "replace")
-
 
 
 def fnv1a(data):

@@ -7,249 +7,144 @@ attaches. libfio_tls runs a client's protocol callback once per
 `on_finish` runs and a client program ends by itself. These tests run
 `fio_client --no-watchdog` (nothing but the application's own callbacks and
 its `--timeout` can end it, as in a real program) against a facil.io server
-(`fio_server`) whose certificate the client must refuse, and against a
-server that hangs up mid-handshake.
+(`fio_server certs`, started through ctx in its own session) whose
+certificate the client must refuse, and against a server that hangs up
+mid-handshake.
 
-Self-contained (standard library + pytest + the openssl command):
+Link modes: static, shared, preload (conftest's `mode`). The certificates
+are the `client_pki` fixture (its localhost leaf via the intermediate, the
+root CA, and another root CA that signed none of it), which this module
+makes its `pki`. Every test needs facil.io (marker `facil`).
 
-    make c-tests
-    python3 -m pytest c_tests/suites/test_http_connect_failure.py
-
-Binaries are found through environment variables (paths relative to the
-repository root unless absolute):
-
-    FIO_TLS_BIN_DIR      directory holding <mode>/fio_client and
-                         <mode>/fio_server (default build/c_tests, i.e.
-                         build/c_tests/static/fio_client ...)
-    FIO_TLS_PRELOAD_LIB  the library for the "preload" link mode
-                         (default build/libfio_tls.so)
-    FIO_TLS_MODES        link modes to run (default "static shared preload");
-                         a mode whose binaries are missing is skipped, with
-                         the path in the reason
-
-Servers are started in their own session (facil.io signals its whole
-process group when it stops).
+    make check-programs
+    /usr/bin/python3 -m pytest c_tests/suites/test_http_connect_failure.py
 """
-import os
 import re
-import signal
-import socket
-import subprocess
-import threading
-import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN_DIR = os.path.join(ROOT, os.environ.get("FIO_TLS_BIN_DIR", "build/c_tests"))
-PRELOAD_LIB = os.path.join(ROOT, os.environ.get("FIO_TLS_PRELOAD_LIB", "build/libfio_tls.so"))
-MODES = os.environ.get("FIO_TLS_MODES", "static shared preload").split()
+from fiotest.client import FACIL_LEAK, FAIL_FAST, fio_client
+from fiotest.ctx import check_ready
+from fiotest.peers import HangUpServer
+
+pytestmark = pytest.mark.facil
 
 # the client's own deadline; a client that learns of the failure ends long
 # before it (FAIL_FAST), one that is never told hits it
 CLIENT_TIMEOUT = 15
-FAIL_FAST = 5.0
-FACIL_LEAK = "WARNING: facil.io detected memory traces remaining after cleanup"
-
-
-def binary(mode, name):
-    path = os.path.join(BIN_DIR, mode, name)
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"{path} not built (make c-tests)")
-    if mode == "preload" and not os.path.exists(PRELOAD_LIB):
-        pytest.skip(f"{PRELOAD_LIB} not built (make)")
-    return path
-
-
-def env_for(mode):
-    env = dict(os.environ)
-    env.pop("SSLKEYLOGFILE", None)
-    if mode == "preload":
-        env["LD_PRELOAD"] = PRELOAD_LIB
-    return env
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def openssl(*args):
-    r = subprocess.run(["openssl", *args], capture_output=True, timeout=60)
-    assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr.decode(errors='replace')}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A CA with a leaf for localhost (key, cert), and another CA."""
-    d = tmp_path_factory.mktemp("pki")
-    p = lambda name: str(d / name)  # noqa: E731
-    for ca in ("ca", "other_ca"):
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", p(f"{ca}.key"), "-out", p(f"{ca}.pem"),
-                "-subj", f"/CN=fio_tls test {ca}", "-days", "3")
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-keyout", p("localhost.key"), "-out", p("localhost.csr"),
-            "-subj", "/CN=localhost")
-    with open(p("leaf.ext"), "w") as f:
-        f.write("[v3]\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost\n")
-    openssl("x509", "-req", "-in", p("localhost.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
-            "-set_serial", "7", "-days", "3", "-extfile", p("leaf.ext"), "-extensions", "v3",
-            "-out", p("localhost.pem"))
-    return {"ca": p("ca.pem"), "other_ca": p("other_ca.pem"),
-            "key": p("localhost.key"), "cert": p("localhost.pem")}
-
-
-class Server:
-    """fio_server certs PORT localhost KEY CERT, in its own session."""
-
-    def __init__(self, mode, pki, tmp_path):
-        self.port = free_port()
-        self.log_path = tmp_path / f"fio_server-{mode}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [binary(mode, "fio_server"), "certs", str(self.port), "localhost",
-             pki["key"], pki["cert"]],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env_for(mode),
-            start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if re.search(rb"^READY \d+$", self.log_path.read_bytes(), re.M):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"fio_server did not start:\n{self.text()}")
-
-    def text(self):
-        return self.log_path.read_bytes().decode(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
-@pytest.fixture(params=MODES)
-def mode(request):
-    return request.param
+HTTP_FAILED = "HANDSHAKE-FAILED http/1.1 udata=-"
 
 
 @pytest.fixture
-def server(mode, pki, tmp_path):
-    srv = Server(mode, pki, tmp_path)
-    yield srv
-    srv.stop()
+def pki(client_pki):
+    """This module's ctx.pki: the client suite's PKI (it has the other CA)."""
+    return client_pki
 
 
-class HangUpServer:
-    """Accepts, reads the ClientHello, hangs up without a word."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
+def start_server(ctx, mode):
+    """fio_server certs PORT localhost KEY CERT; None when it does not start
+    (a failed check)."""
+    srv = ctx.start(mode, ["certs", "{port}", "localhost", *ctx.pki.localhost], "certs")
+    return srv if check_ready(ctx, f"[{mode}] fio_server certs", srv) else None
 
 
-class Run:
-    """One fio_client run, parsed."""
+def client(ctx, mode, *args):
+    """fio_client --no-watchdog --timeout CLIENT_TIMEOUT ARGS (no --out)."""
+    return fio_client(ctx, mode, "--no-watchdog", *args, out=False, timeout=CLIENT_TIMEOUT)
 
-    def __init__(self, mode, *args):
-        argv = [binary(mode, "fio_client"), "--no-watchdog", "--timeout", str(CLIENT_TIMEOUT),
-                *args]
-        began = time.monotonic()
-        r = subprocess.run(argv, capture_output=True, env=env_for(mode),
-                           timeout=CLIENT_TIMEOUT + 15)
-        self.took = time.monotonic() - began
-        self.rc = r.returncode
-        self.out = r.stdout.decode(errors="replace")
-        self.err = r.stderr.decode(errors="replace")
-        self.lines = self.out.splitlines()
-        self.warnings = [l for l in self.err.splitlines() if l.startswith("WARNING: fio_tls: ")]
-        self.argv = argv
 
-    def count(self, line):
-        return self.lines.count(line)
+def lines(c):
+    return c.out.splitlines()
 
-    def __str__(self):
-        return (f"{' '.join(self.argv)}\nrc={self.rc} took={self.took:.2f}s\n"
-                f"--- stdout\n{self.out}\n--- stderr\n{self.err}")
 
-    def assert_told_of_failure(self, callback_line, reason):
-        """The callback ran once on the closed uuid, the program ended by
-        itself long before its deadline, one WARNING named `reason`."""
-        assert self.count(callback_line) == 1, self
-        assert not any(l.startswith("PROTO ") for l in self.lines), self
-        assert "TIMEOUT" not in self.lines, self
-        assert self.rc == 0 and self.took < FAIL_FAST, self
-        assert len(self.warnings) == 1 and re.search(reason, self.warnings[0]), self
-        assert FACIL_LEAK not in self.err, self
-        fds = re.search(r"^FDS start=(\d+) end=(\d+)$", self.out, re.M)
-        assert fds and fds.group(1) == fds.group(2), self
+def count(c, line):
+    return lines(c).count(line)
+
+
+def fio_tls_warnings(c):
+    return [l for l in c.err.splitlines() if l.startswith("WARNING: fio_tls: ")]
+
+
+def check_told_of_failure(ctx, tag, c, callback_line, reason):
+    """The callback ran once on the closed uuid, the program ended by
+    itself long before its deadline, one WARNING named `reason`."""
+    d = c.detail()
+    ctx.check(f"{tag}: the callback ran once, on the closed uuid ({callback_line})",
+              count(c, callback_line) == 1, d)
+    ctx.check(f"{tag}: no callback on an open uuid (no PROTO line)",
+              not any(l.startswith("PROTO ") for l in lines(c)), d)
+    ctx.check(f"{tag}: its own deadline did not end it (no TIMEOUT)",
+              "TIMEOUT" not in lines(c), d)
+    ctx.check(f"{tag}: ends by itself, rc 0, within {FAIL_FAST:g} s",
+              c.rc == 0 and c.took < FAIL_FAST, d)
+    warnings = fio_tls_warnings(c)
+    ctx.check(f"{tag}: exactly one 'WARNING: fio_tls:' line, naming /{reason}/",
+              len(warnings) == 1 and re.search(reason, warnings[0]) is not None, d)
+    ctx.check(f"{tag}: no facil.io leak report at exit", FACIL_LEAK not in c.err, d)
+    ctx.check(f"{tag}: as many descriptors open at the end as at the start",
+              c.fds is not None and c.fds[0] >= 0 and c.fds[0] == c.fds[1], d)
 
 
 @pytest.mark.parametrize("case", ["unknown CA", "wrong host name"])
-def test_http_connect_failed_handshake_runs_on_finish(mode, server, pki, case):
-    name, ca = {"unknown CA": ("localhost", pki["other_ca"]),
-                "wrong host name": ("wrong.test", pki["ca"])}[case]
-    reason = {"unknown CA": "unable to get local issuer certificate",
-              "wrong host name": "hostname mismatch"}[case]
-    c = Run(mode, "--name", name, "--trust", ca, "http", f"http://127.0.0.1:{server.port}/")
-    c.assert_told_of_failure("HANDSHAKE-FAILED http/1.1 udata=-", reason)
-    # on_finish ran once, with no response before it
-    assert c.count("FINISH") == 1 and c.count("NO-RESPONSE") == 1, c
-    assert not any(l.startswith("STATUS ") for l in c.lines), c
+def test_http_connect_failed_handshake_runs_on_finish(ctx, mode, case):
+    pki = ctx.pki
+    name, ca, reason = {
+        "unknown CA": ("localhost", pki.other_ca_pem, "unable to get local issuer certificate"),
+        "wrong host name": ("wrong.test", pki.ca_pem, "hostname mismatch")}[case]
+    srv = start_server(ctx, mode)
+    if not srv:
+        return
+    c = client(ctx, mode, "--name", name, "--trust", ca, "http", f"http://127.0.0.1:{srv.port}/")
+    tag = f"[{mode}] http_connect, {case}"
+    check_told_of_failure(ctx, tag, c, HTTP_FAILED, reason)
+    ctx.check(f"{tag}: on_finish ran once, with no response before it (FINISH, NO-RESPONSE)",
+              count(c, "FINISH") == 1 and count(c, "NO-RESPONSE") == 1, c.detail())
+    ctx.check(f"{tag}: no response status",
+              not any(l.startswith("STATUS ") for l in lines(c)), c.detail())
 
 
-def test_http_connect_server_hangs_up_mid_handshake(mode):
+def test_http_connect_server_hangs_up_mid_handshake(ctx, mode):
     srv = HangUpServer()
     try:
-        c = Run(mode, "--name", "localhost", "http", f"http://127.0.0.1:{srv.port}/")
+        c = client(ctx, mode, "--name", "localhost", "http", f"http://127.0.0.1:{srv.port}/")
     finally:
         srv.close()
-    c.assert_told_of_failure("HANDSHAKE-FAILED http/1.1 udata=-", r"TLS handshake failed \(client")
-    assert c.count("FINISH") == 1 and c.count("NO-RESPONSE") == 1, c
+    tag = f"[{mode}] http_connect, the server hangs up mid-handshake"
+    check_told_of_failure(ctx, tag, c, HTTP_FAILED, r"TLS handshake failed \(client")
+    ctx.check(f"{tag}: on_finish ran once, with no response before it (FINISH, NO-RESPONSE)",
+              count(c, "FINISH") == 1 and count(c, "NO-RESPONSE") == 1, c.detail())
 
 
-def test_fio_tls_connect_failed_handshake_runs_the_callback_once(mode, server, pki):
-    c = Run(mode, "--name", "localhost", "--trust", pki["other_ca"], "--alpn", "http/1.1",
-            "--udata", "mine", "raw", "127.0.0.1", str(server.port))
+def test_fio_tls_connect_failed_handshake_runs_the_callback_once(ctx, mode):
+    srv = start_server(ctx, mode)
+    if not srv:
+        return
+    c = client(ctx, mode, "--name", "localhost", "--trust", ctx.pki.other_ca_pem,
+               "--alpn", "http/1.1", "--udata", "mine", "raw", "127.0.0.1", str(srv.port))
     # the callback got the udata back on the closed uuid; the protocol it
     # attached there got its on_close
-    c.assert_told_of_failure("HANDSHAKE-FAILED http/1.1 udata=mine",
-                             "unable to get local issuer certificate")
-    assert c.count("CLOSED") == 1, c
+    tag = f"[{mode}] fio_tls_connect, unknown CA"
+    check_told_of_failure(ctx, tag, c, "HANDSHAKE-FAILED http/1.1 udata=mine",
+                          "unable to get local issuer certificate")
+    ctx.check(f"{tag}: the protocol the callback attached got its on_close once (CLOSED)",
+              count(c, "CLOSED") == 1, c.detail())
 
 
-def test_http_connect_control_verified_request(mode, server, pki):
+def test_http_connect_control_verified_request(ctx, mode):
     """The same client and server with the right CA and name: a response,
     and on_finish once at the end (no failure callback)."""
-    c = Run(mode, "--name", "localhost", "--trust", pki["ca"], "http",
-            f"http://127.0.0.1:{server.port}/")
-    assert c.count("PROTO http/1.1 udata=-") == 1 and c.count("STATUS 200") == 1, c
-    assert not any(l.startswith("HANDSHAKE-FAILED") for l in c.lines), c
-    assert c.count("FINISH") == 1 and c.count("NO-RESPONSE") == 0, c
-    assert c.rc == 0 and not c.warnings, c
+    srv = start_server(ctx, mode)
+    if not srv:
+        return
+    c = client(ctx, mode, "--name", "localhost", "--trust", ctx.pki.ca_pem, "http",
+               f"http://127.0.0.1:{srv.port}/")
+    tag = f"[{mode}] http_connect, verified (control)"
+    d = c.detail()
+    ctx.check(f"{tag}: the http/1.1 callback ran once and the status is 200",
+              count(c, "PROTO http/1.1 udata=-") == 1 and count(c, "STATUS 200") == 1, d)
+    ctx.check(f"{tag}: no failure callback (no HANDSHAKE-FAILED)",
+              not any(l.startswith("HANDSHAKE-FAILED") for l in lines(c)), d)
+    ctx.check(f"{tag}: on_finish ran once, after the response (FINISH, no NO-RESPONSE)",
+              count(c, "FINISH") == 1 and count(c, "NO-RESPONSE") == 0, d)
+    ctx.check(f"{tag}: rc 0, no 'WARNING: fio_tls:' line",
+              c.rc == 0 and not fio_tls_warnings(c), d)

@@ -11,13 +11,16 @@
   * the header, compiled as C++ (build/c_tests/header_check_cxx.o, made by
     `make check-programs`), declares the functions extern "C".
 
-$CC (default cc) runs the preprocessor and the opaque-type compile.
+The C compiler of conftest's --cc (paths.cc; make check passes $(CC)) runs
+the preprocessor and the opaque-type compile.
 """
 import os
 import re
 import subprocess
 
 import pytest
+
+from fiotest.elf import archive_functions
 
 SEED_FUNCTIONS = {
     "fio_tls_new",
@@ -28,7 +31,6 @@ SEED_FUNCTIONS = {
     "fio_tls_destroy",
 }
 EXPECTED_SONAME = "libfio_tls.so.0"
-CC = os.environ.get("CC") or "cc"
 
 
 def run(argv):
@@ -39,9 +41,9 @@ def run(argv):
 def declared(paths):
     """Names of the fio_tls_* functions the header declares. The header goes
     through the preprocessor first, so names only in comments do not count."""
-    res = run([CC, "-E", "-P", "-x", "c", paths.header])
+    res = run([paths.cc, "-E", "-P", "-x", "c", paths.header])
     if res.returncode != 0:
-        pytest.fail(f"{CC} -E {paths.header} failed:\n{res.stderr}")
+        pytest.fail(f"{paths.cc} -E {paths.header} failed:\n{res.stderr}")
     return set(re.findall(r"\b(fio_tls_\w+)\s*\(", res.stdout))
 
 
@@ -88,24 +90,9 @@ def test_exports_exactly_the_header(ctx, paths, declared):
 
 
 def archive_definitions(path):
-    """{name: [member, ...]} for strong global fio_tls_* functions in the .a.
-
-    readelf rather than nm: rustc's objects carry embedded LLVM bitcode,
-    which a system-wide LLVM linker plugin may claim (and fail on) in nm."""
-    res = run(["readelf", "-sW", path])
-    defs = {}
-    member = None
-    for line in res.stdout.splitlines():
-        m = re.match(r"^File: .*\((.*)\)$", line)
-        if m:
-            member = m.group(1)
-            continue
-        parts = line.split()
-        # Num: Value Size Type Bind Vis Ndx Name
-        if (len(parts) == 8 and parts[3] == "FUNC" and parts[4] == "GLOBAL"
-                and parts[6] != "UND" and parts[7].startswith("fio_tls_")):
-            defs.setdefault(parts[7], []).append(member)
-    return defs
+    """{name: [member, ...]} for strong global fio_tls_* functions in the .a."""
+    defs, _ = archive_functions(path)
+    return {name: members for name, members in defs.items() if name.startswith("fio_tls_")}
 
 
 def test_static_library_one_member(ctx, paths):
@@ -124,7 +111,7 @@ def test_opaque_type(ctx, paths):
     with open(src, "w") as f:
         f.write('#include "fio_tls.h"\n'
                 "unsigned long fio_tls_size = sizeof(fio_tls_s);\n")
-    res = run([CC, "-std=c99", "-fsyntax-only",
+    res = run([paths.cc, "-std=c99", "-fsyntax-only",
                "-I", os.path.dirname(paths.header), src])
     ctx.check("fio_tls_s is an opaque (incomplete) type",
               res.returncode != 0 and "incomplete" in res.stderr,

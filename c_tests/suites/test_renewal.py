@@ -409,7 +409,7 @@ def start_renew(ctx, label, certs, reload_seconds, level=None):
     argv += ["renew", "{port}", str(WORKERS)] + [x for c in certs for x in c]
     env = ctx.env("static", {"FIO_TLS_RELOAD_SECONDS": str(reload_seconds)})
     for _ in range(3):
-        srv = ctx.server(argv, f"static-{label}", env=env, session=True)
+        srv = ctx.server(argv, f"static-{label}", env=env, new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and srv.alive():
             text = srv.text()
