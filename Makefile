@@ -10,6 +10,9 @@
 #                        built with -Zsanitizer=address into target/asan)
 #   make scan            testssl.sh + sslyze against the demo server, findings
 #                        table, interop matrix (see c_tests/scan.py)
+#   make torture         the torture suite with its full counts
+#                        (c_tests/suites/test_torture.py; make check runs
+#                        the quick counts)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #                        (debug info stripped; INSTALL_STRIP=0 keeps it)
@@ -85,7 +88,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
 .PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil check-misuse check-asan scan fuzz fuzz-build c-tests demo \
+        check-facil check-misuse check-asan scan torture fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -118,7 +121,7 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
-LEGACY_CHECKS := check-library check-install check-facil check-misuse torture-quick
+LEGACY_CHECKS := check-library check-install check-facil check-misuse
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
 	@$(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
 	  --summary-file $(BUILD)/check-total.txt \
@@ -268,6 +271,16 @@ check-asan: $(ASAN_BINS)
 	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
 	  --levels 5 --tmp-root $(BUILD)
 
+# run_pytest NAME, ARGS[, ENV]: the pytest run of make torture,
+# like make check's (scratch in build/NAME; ENV: VAR=value words before it)
+run_pytest = @$(3) $(PYTEST) $(2) --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/$(1) \
+	  --summary-file $(BUILD)/$(1)-total.txt \
+	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
+	status=$$?; \
+	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
+	cat $(BUILD)/$(1)-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
+	exit $$status
+
 # ---------------------------------------------------------------------------
 # scanners and interop matrix (c_tests/scan.py); tools are installed on
 # demand (apt: testssl.sh wrk nghttp2-client; PyPI: sslyze in a venv)
@@ -357,27 +370,15 @@ clean:
 
 # ---------------------------------------------------------------------------
 # torture suite (issue 4): hostile and heavy traffic against a real facil.io
-#   make torture        full run (~4 min): every item of issue 4, full counts
-#   make torture-quick  shortened counts (~60 s); part of make check
-# c_tests/programs/torture_server.c is built in static mode by the pattern rules
-# above ($(CT)/%.o, $(CT)/static/%); outputs and logs go to build/torture/.
+# (c_tests/suites/test_torture.py, `fio_server torture` in static mode)
+#   make torture   full counts (~4 min), every item's figures printed
+#   make check     runs the same items with the quick counts (~1.5 min)
+# VALGRIND names valgrind for item 8 (not found: the item is skipped).
 # ---------------------------------------------------------------------------
-TORTURE_BIN := $(CT)/static/torture_server
-TORTURE_OUT := $(BUILD)/torture
-VALGRIND    ?= valgrind
-TORTURE_QUICK_ITEMS ?= 1,2,3,4,5,6,7,8
-.SECONDARY: $(CT)/torture_server.o
-.PHONY: torture torture-quick
-
-ifeq ($(FACIL_IO_FOUND),)
-torture torture-quick:
-	@echo "# (no facil.io build at FACIL_IO_DIR=$(FACIL_IO_DIR): torture suite not run)"
-else
-torture: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
-torture-quick: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --quick --items $(TORTURE_QUICK_ITEMS) --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
-endif
+VALGRIND ?= valgrind
+.PHONY: torture
+torture: all check-programs
+	$(call run_pytest,pytest-torture,c_tests/suites/test_torture.py --torture-full -s,VALGRIND=$(VALGRIND))
 
 # ---------------------------------------------------------------------------
 # benchmarks (issue 6): make bench [BENCH_QUICK=1] [BENCH_ARGS="--reps 5"]
@@ -423,7 +424,7 @@ endif
 # ---------------------------------------------------------------------------
 CHECK_PROGRAMS := $(CT)/header_check_c.o $(CT)/header_check_cxx.o $(MISUSE_BINS)
 ifneq ($(FACIL_IO_FOUND),)
-CHECK_PROGRAMS += $(CT_BINARIES) $(TORTURE_BIN)
+CHECK_PROGRAMS += $(CT_BINARIES)
 endif
 .PHONY: check-programs
 check-programs: all $(CHECK_PROGRAMS)

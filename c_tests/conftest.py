@@ -14,6 +14,7 @@ everything. Options:
   --facil-missing WHY    no facil.io build: tests marked `facil` are skipped
                          with WHY (the Makefile also prints its loud SKIP line)
   --summary-file F       also write the closing total line to F
+  --torture-full         the torture items with their full counts
 
 Verdicts:
   * a check (`ctx.check`) that fails fails its test, with every failed
@@ -44,6 +45,9 @@ def pytest_addoption(parser):
                 help="reason why the facil.io build is missing (skips `facil` tests)")
     g.addoption("--summary-file", default="",
                 help="write the closing total line to this file too")
+    # suites/test_torture.py
+    g.addoption("--torture-full", action="store_true",
+                help="the torture items with their full counts (make torture)")
 
 
 class Paths:
