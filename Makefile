@@ -9,7 +9,7 @@
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
 #                        built with -Zsanitizer=address into target/asan)
 #   make scan            testssl.sh + sslyze against the demo server, findings
-#                        table, interop matrix (see c_tests/scan.py)
+#                        table, interop matrix (c_tests/suites/test_scan.py)
 #   make torture         the torture suite with its full counts
 #                        (c_tests/suites/test_torture.py; make check runs
 #                        the quick counts)
@@ -122,9 +122,10 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
 # leaves this list when its suite moves)
 LEGACY_CHECKS := check-library check-install check-facil check-misuse
+# the scanners (marker scan) are make scan's, not make check's
 check: check-header-fresh all check-programs $(LEGACY_CHECKS)
 	@$(PYTEST) c_tests --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/pytest \
-	  --summary-file $(BUILD)/check-total.txt \
+	  --summary-file $(BUILD)/check-total.txt -m "not scan" \
 	  $(if $(FACIL_IO_FOUND),,--facil-missing "$(FACIL_IO_MISSING)") $(PYTEST_ARGS); \
 	status=$$?; \
 	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
@@ -271,7 +272,7 @@ check-asan: $(ASAN_BINS)
 	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
 	  --levels 5 --tmp-root $(BUILD)
 
-# run_pytest NAME, ARGS[, ENV]: the pytest run of make torture,
+# run_pytest NAME, ARGS[, ENV]: the pytest run of make torture / make scan,
 # like make check's (scratch in build/NAME; ENV: VAR=value words before it)
 run_pytest = @$(3) $(PYTEST) $(2) --build-dir $(abspath $(BUILD)) --basetemp $(abspath $(BUILD))/$(1) \
 	  --summary-file $(BUILD)/$(1)-total.txt \
@@ -282,18 +283,12 @@ run_pytest = @$(3) $(PYTEST) $(2) --build-dir $(abspath $(BUILD)) --basetemp $(a
 	exit $$status
 
 # ---------------------------------------------------------------------------
-# scanners and interop matrix (c_tests/scan.py); tools are installed on
-# demand (apt: testssl.sh wrk nghttp2-client; PyPI: sslyze in a venv)
+# scanners and interop matrix (c_tests/suites/test_scan.py, marker scan);
+# missing tools are installed (apt: testssl.sh wrk nghttp2-client
+# gnutls-bin; PyPI: sslyze in build/scan-venv; SCAN_NO_INSTALL=1 does not)
 # ---------------------------------------------------------------------------
-SCAN_ARGS ?=
-ifeq ($(FACIL_IO_FOUND),)
-scan:
-	@echo "scan needs a facil.io 0.7.0.beta4 build (the demo server): set FACIL_IO_DIR, FACIL_IO_STATIC, FACIL_IO_SHARED" >&2; exit 1
-else
-scan: all $(CT)/static/demo $(CT)/static/fio_server
-	$(PYTHON) c_tests/scan.py --bin-dir $(CT)/static --tmp-root $(BUILD) \
-	  --venv $(BUILD)/scan-venv $(SCAN_ARGS)
-endif
+scan: all check-programs
+	$(call run_pytest,pytest-scan,c_tests/suites/test_scan.py -m scan -s)
 
 # ---------------------------------------------------------------------------
 # fuzzing (fuzz/, cargo-fuzz + libFuzzer, ASan; needs `cargo install cargo-fuzz`)
