@@ -57,8 +57,10 @@ def proc_fds(pid):
 # the server
 # ---------------------------------------------------------------------------
 # a line of the server's log that says facil.io closed a healthy connection
-# for an error event of the fd's previous owner (fio_server.c, torture mode)
-FD_RACE = re.compile(r"^FD_RACE fd=(\d+) peer_port=(-?\d+) events=(0x[0-9a-f]+)$", re.M)
+# for an error event or a failed read of the fd's previous owner
+# (fio_server.c, torture mode)
+FD_RACE = re.compile(r"^FD_RACE fd=(\d+) peer_port=(-?\d+) (events=0x[0-9a-f]+|read=-?\d+)$",
+                     re.M)
 # lines of the server's own (stdout) protocol, not log lines
 MARKERS = re.compile(r"^(READY \d+|WORKER \d+|STOPPED|FD_RACE .*)$")
 

@@ -344,16 +344,23 @@ static int torture_workers = 1;
  * healthy connection (plain HTTP shows it too: c_tests/tools/repro_abuse.py
  * --mode plain). Its client sees an EOF or a reset.
  *
+ * The same happens the other way round: a thread whose read of fd N found
+ * the peer gone (EOF, reset) force-closes the connection it was reading,
+ * and by the time it closes fd N, the poller may have closed that
+ * connection and N may belong to a new one.
+ *
  * So that the suite can tell these from a connection the library drops,
- * this program defines epoll_wait and close (facil.io's calls bind to them;
- * both pass straight through unless torture mode sets fd_race_watch). A
- * thread remembers the fds of the error events epoll_wait gave it, until
- * its next epoll_wait or for FD_RACE_WINDOW_NS; when that thread closes one
- * of them (facil.io's poller does it at once: 0.1-3 ms later on a loaded
+ * this program defines epoll_wait, read and close (facil.io's and the
+ * library's calls bind to them; they pass straight through unless torture
+ * mode sets fd_race_watch). A thread remembers the fds of the error events
+ * epoll_wait gave it (until its next epoll_wait) and the last few fds whose
+ * read found the peer gone, each for FD_RACE_WINDOW_NS; when that thread then
+ * closes such an fd (facil.io does it at once: 0.1-3 ms later on a loaded
  * machine) and the socket shows no hang-up, reset or error (these stay set
- * once a peer hung up or reset), the event was not about this socket, and
- * one line goes to stderr:
- *   FD_RACE fd=N peer_port=P events=0xE
+ * once a peer hung up or reset), the event or the read was not about this
+ * socket, and one line goes to stderr:
+ *   FD_RACE fd=N peer_port=P events=0xE     (after an epoll event)
+ *   FD_RACE fd=N peer_port=P read=R         (after a read, R = 0 or -errno)
  * P (the client's port, -1 when fd N is not a connected socket) is what the
  * suite matches with its dropped connections. */
 static volatile int fd_race_watch;
@@ -363,6 +370,15 @@ static __thread int fd_race_fds[FD_RACE_MAX];
 static __thread uint32_t fd_race_events[FD_RACE_MAX];
 static __thread int fd_race_count;
 static __thread long long fd_race_since; /* CLOCK_MONOTONIC ns */
+/* the last reads that found the peer gone (fd -1: none): result 0, -errno */
+#define FD_RACE_READS 8
+static __thread struct {
+  int fd;
+  int result;
+  long long at;
+} fd_race_reads[FD_RACE_READS] = {[0 ... FD_RACE_READS - 1] = {.fd = -1}};
+static __thread unsigned fd_race_next_read;
+static __thread unsigned fd_race_read_count; /* entries with fd != -1 */
 
 static long long fd_race_now(void) {
   struct timespec t;
@@ -387,11 +403,59 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents,
   return n;
 }
 
-static void fd_race_check(int fd) {
-  if (fd_race_now() - fd_race_since > FD_RACE_WINDOW_NS) {
-    fd_race_count = 0;
-    return;
+ssize_t read(int fd, void *buf, size_t count) {
+  ssize_t n = syscall(SYS_read, fd, buf, count);
+  if (fd_race_watch && n <= 0) {
+    int e = errno;
+    if (n == 0 || (e != EAGAIN && e != EWOULDBLOCK && e != EINTR)) {
+      unsigned i = fd_race_next_read++ % FD_RACE_READS;
+      if (fd_race_reads[i].fd == -1)
+        ++fd_race_read_count;
+      fd_race_reads[i].fd = fd;
+      fd_race_reads[i].result = n == 0 ? 0 : -e;
+      fd_race_reads[i].at = fd_race_now();
+    }
+    errno = e;
   }
+  return n;
+}
+
+/* fd's socket shows no hang-up, reset or error: its client port, else 0 */
+static int fd_race_healthy_port(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+  if (poll(&p, 1, 0) < 0 ||
+      (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))
+    return 0;
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof(peer);
+  if (getpeername(fd, (struct sockaddr *)&peer, &len))
+    return -1;
+  if (peer.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&peer)->sin_port);
+  if (peer.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
+  return -1;
+}
+
+static void fd_race_check(int fd) {
+  long long now = fd_race_now();
+  for (int i = 0; fd_race_read_count && i < FD_RACE_READS; ++i) {
+    if (fd_race_reads[i].fd != fd)
+      continue;
+    fd_race_reads[i].fd = -1; /* one close per read */
+    --fd_race_read_count;
+    int port = now - fd_race_reads[i].at > FD_RACE_WINDOW_NS
+                   ? 0
+                   : fd_race_healthy_port(fd);
+    if (port > 0)
+      fprintf(stderr, "FD_RACE fd=%d peer_port=%d read=%d\n", fd, port,
+              fd_race_reads[i].result);
+    if (port)
+      return;
+    break;
+  }
+  if (now - fd_race_since > FD_RACE_WINDOW_NS)
+    fd_race_count = 0;
   for (int i = 0; i < fd_race_count; ++i) {
     if (fd_race_fds[i] != fd)
       continue;
@@ -399,27 +463,16 @@ static void fd_race_check(int fd) {
     --fd_race_count; /* one close per event */
     fd_race_fds[i] = fd_race_fds[fd_race_count];
     fd_race_events[i] = fd_race_events[fd_race_count];
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) < 0 ||
-        (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))
-      return; /* the socket the event was about (or no fd at all) */
-    struct sockaddr_storage peer;
-    socklen_t len = sizeof(peer);
-    int port = -1;
-    if (!getpeername(fd, (struct sockaddr *)&peer, &len)) {
-      if (peer.ss_family == AF_INET)
-        port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
-      else if (peer.ss_family == AF_INET6)
-        port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
-    }
-    fprintf(stderr, "FD_RACE fd=%d peer_port=%d events=0x%x\n", fd, port,
-            (unsigned)events);
+    int port = fd_race_healthy_port(fd);
+    if (port)
+      fprintf(stderr, "FD_RACE fd=%d peer_port=%d events=0x%x\n", fd, port,
+              (unsigned)events);
     return;
   }
 }
 
 int close(int fd) {
-  if (fd_race_watch && fd_race_count) {
+  if (fd_race_watch && (fd_race_count || fd_race_read_count)) {
     int saved = errno;
     fd_race_check(fd);
     errno = saved;
