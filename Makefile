@@ -366,7 +366,9 @@ clean:
 # ---------------------------------------------------------------------------
 # torture suite (issue 4): hostile and heavy traffic against a real facil.io
 # (c_tests/suites/test_torture.py, `fio_server torture` in static mode)
-#   make torture   full counts (~4 min), every item's figures printed
+#   make torture   full counts (~4 min idle; item 8 runs 10 000 connections
+#                  under valgrind, much longer on a busy machine), every
+#                  item's figures printed
 #   make check     runs the same items with the quick counts (~1.5 min)
 # VALGRIND names valgrind for item 8 (not found: the item is skipped).
 # ---------------------------------------------------------------------------
