@@ -434,17 +434,17 @@ def interop(ctx, port, pki, tools, tmp):
 
     # Python ssl
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-        ctx = ssl.create_default_context(cafile=pki.root)
-        ctx.minimum_version = ctx.maximum_version = version
+        sslctx = ssl.create_default_context(cafile=pki.root)
+        sslctx.minimum_version = sslctx.maximum_version = version
         ok, detail = False, ""
         try:
-            c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+            c = http.client.HTTPSConnection("localhost", port, context=sslctx, timeout=20)
             c.request("GET", "/big")
             r = c.getresponse()
             body = r.read()
             negotiated = c.sock.version()
             c.close()
-            c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+            c = http.client.HTTPSConnection("localhost", port, context=sslctx, timeout=20)
             c.request("POST", "/", body=upload, headers={"Content-Type": "application/octet-stream"})
             reply = c.getresponse().read()
             c.close()
