@@ -12,7 +12,10 @@
 #                        built with -Zsanitizer=address into target/asan;
 #                        c_tests/suites/test_misuse.py -k table)
 #   make scan            testssl.sh + sslyze against the demo server, findings
-#                        table, interop matrix (see c_tests/scan.py)
+#                        table, interop matrix (c_tests/suites/test_scan.py)
+#   make torture         the torture suite with its full counts
+#                        (c_tests/suites/test_torture.py; make check runs
+#                        the quick counts)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #                        (debug info stripped; INSTALL_STRIP=0 keeps it)
@@ -87,7 +90,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 .SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
-.PHONY: all header check check-header-fresh check-rust check-asan scan fuzz fuzz-build c-tests demo \
+.PHONY: all header check check-header-fresh check-rust check-asan scan torture fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -126,9 +129,6 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 # Everything below is built first; then one pytest run (c_tests/conftest.py)
 # runs every suite, the Rust tests included, and make check ends with its
 # one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
-# LEGACY_CHECKS: the drivers not yet moved into c_tests/suites/ (each one
-# leaves this list when its suite moves)
-LEGACY_CHECKS := torture-quick
 # conftest.py's options: where the build and facil.io are, the compiler
 # and the static link line (for the suites that compile and link C
 # programs themselves), and why facil.io is missing, if it is
@@ -137,13 +137,9 @@ PYTEST_PATHS = --build-dir="$(abspath $(BUILD))" --facil-dir="$(abspath $(FACIL_
   --facil-static="$(abspath $(FACIL_IO_STATIC))" --facil-shared="$(abspath $(FACIL_IO_SHARED))" \
   --cc="$(CC)" --static-libs="$(FIO_TLS_STATIC_LIBS)" \
   $(if $(FACIL_IO_FOUND),,--facil-missing="$(FACIL_IO_MISSING)")
-check: check-header-fresh all check-programs $(LEGACY_CHECKS)
-	@$(PYTEST) c_tests $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))/pytest \
-	  --summary-file $(BUILD)/check-total.txt $(PYTEST_ARGS); \
-	status=$$?; \
-	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
-	cat $(BUILD)/check-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
-	exit $$status
+# the scanners (marker scan) are make scan's, not make check's
+check: check-header-fresh all check-programs
+	$(call run_pytest,pytest,c_tests -m "not scan")
 
 # The committed header must be what `make header` would write now.
 check-header-fresh:
@@ -279,19 +275,22 @@ check-asan: $(ASAN_BINS)
 	cat $(BUILD)/asan-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
 	exit $$status
 
+# run_pytest NAME, ARGS[, ENV]: the pytest run of make check, make torture
+# and make scan (scratch in build/NAME; ENV: VAR=value words before it)
+run_pytest = @$(3) $(PYTEST) $(2) $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))/$(1) \
+	  --summary-file $(BUILD)/$(1)-total.txt $(PYTEST_ARGS); \
+	status=$$?; \
+	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
+	cat $(BUILD)/$(1)-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
+	exit $$status
+
 # ---------------------------------------------------------------------------
-# scanners and interop matrix (c_tests/scan.py); tools are installed on
-# demand (apt: testssl.sh wrk nghttp2-client; PyPI: sslyze in a venv)
+# scanners and interop matrix (c_tests/suites/test_scan.py, marker scan);
+# missing tools are installed (apt: testssl.sh wrk nghttp2-client
+# gnutls-bin; PyPI: sslyze in build/scan-venv; SCAN_NO_INSTALL=1 does not)
 # ---------------------------------------------------------------------------
-SCAN_ARGS ?=
-ifeq ($(FACIL_IO_FOUND),)
-scan:
-	@echo "scan needs a facil.io 0.7.0.beta4 build (the demo server): set FACIL_IO_DIR, FACIL_IO_STATIC, FACIL_IO_SHARED" >&2; exit 1
-else
-scan: all $(CT)/static/demo $(CT)/static/fio_server
-	$(PYTHON) c_tests/scan.py --bin-dir $(CT)/static --tmp-root $(BUILD) \
-	  --venv $(BUILD)/scan-venv $(SCAN_ARGS)
-endif
+scan: all check-programs
+	$(call run_pytest,pytest-scan,c_tests/suites/test_scan.py -m scan -s)
 
 # ---------------------------------------------------------------------------
 # fuzzing (fuzz/, cargo-fuzz + libFuzzer, ASan; needs `cargo install cargo-fuzz`)
@@ -368,27 +367,17 @@ clean:
 
 # ---------------------------------------------------------------------------
 # torture suite (issue 4): hostile and heavy traffic against a real facil.io
-#   make torture        full run (~4 min): every item of issue 4, full counts
-#   make torture-quick  shortened counts (~60 s); part of make check
-# c_tests/programs/torture_server.c is built in static mode by the pattern rules
-# above ($(CT)/%.o, $(CT)/static/%); outputs and logs go to build/torture/.
+# (c_tests/suites/test_torture.py, `fio_server torture` in static mode)
+#   make torture   full counts (~4 min idle; item 8 runs 10 000 connections
+#                  under valgrind, much longer on a busy machine), every
+#                  item's figures printed
+#   make check     runs the same items with the quick counts (~1.5 min)
+# VALGRIND names valgrind for item 8 (not found: the item is skipped).
 # ---------------------------------------------------------------------------
-TORTURE_BIN := $(CT)/static/torture_server
-TORTURE_OUT := $(BUILD)/torture
-VALGRIND    ?= valgrind
-TORTURE_QUICK_ITEMS ?= 1,2,3,4,5,6,7,8
-.SECONDARY: $(CT)/torture_server.o
-.PHONY: torture torture-quick
-
-ifeq ($(FACIL_IO_FOUND),)
-torture torture-quick:
-	@echo "# (no facil.io build at FACIL_IO_DIR=$(FACIL_IO_DIR): torture suite not run)"
-else
-torture: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
-torture-quick: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --quick --items $(TORTURE_QUICK_ITEMS) --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND)
-endif
+VALGRIND ?= valgrind
+.PHONY: torture
+torture: all check-programs
+	$(call run_pytest,pytest-torture,c_tests/suites/test_torture.py --torture-full -s,VALGRIND=$(VALGRIND))
 
 # ---------------------------------------------------------------------------
 # benchmarks (issue 6): make bench [BENCH_QUICK=1] [BENCH_ARGS="--reps 5"]
@@ -425,7 +414,7 @@ endif
 # ---------------------------------------------------------------------------
 CHECK_PROGRAMS := $(CT)/header_check_c.o $(CT)/header_check_cxx.o $(MISUSE_BINS)
 ifneq ($(FACIL_IO_FOUND),)
-CHECK_PROGRAMS += $(CT_BINARIES) $(TORTURE_BIN)
+CHECK_PROGRAMS += $(CT_BINARIES)
 endif
 .PHONY: check-programs
 check-programs: all $(CHECK_PROGRAMS)

@@ -23,6 +23,7 @@ Makefile, for a run by hand):
                          is not there skips them with the paths it looked at
   --summary-file F       also write the closing total line to F
 The `paths` fixture carries all of these (see Paths).
+  --torture-full         the torture items with their full counts
 
 Verdicts:
   * a check (`ctx.check`) that fails fails its test, with every failed
@@ -72,6 +73,9 @@ def pytest_addoption(parser):
     g.addoption("--renewal-full", action="store_true",
                 help="the renewal tests with the issue's full counts (200 keep-alive, "
                      "50 websocket connections)")
+    # suites/test_torture.py
+    g.addoption("--torture-full", action="store_true",
+                help="the torture items with their full counts (make torture)")
 
 
 class Paths:

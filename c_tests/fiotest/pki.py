@@ -1,10 +1,12 @@
-"""The test PKI, made with the openssl command: a root CA, an intermediate,
-leaf certificates for localhost, a.test and b.test, and bad inputs
-(`Pki`); and the client suite's additions (`ClientPki`)."""
+"""The test PKIs, made with the openssl command: `Pki` (a root CA, an
+intermediate, leaf certificates for localhost, a.test and b.test, and bad
+inputs), the client suite's additions (`ClientPki`) and `ScanPki` (the scan
+suite's CA-issued-like chain)."""
 import datetime
 import os
 import random
 import string
+import subprocess
 
 from .proc import run
 
@@ -230,3 +232,62 @@ class ClientPki(Pki):
         self.ping = self.p("ping.txt")
         with open(self.ping, "wb") as f:
             f.write(PING)
+
+
+class ScanPki:
+    """The PKI of the scan suite (suites/test_scan.py), made with the openssl
+    command: a P-384 root, a P-256 intermediate and an RSA 2048 leaf for
+    localhost / 127.0.0.1 that names its revocation sources (loopback URLs),
+    as a CA-issued certificate would; `fullchain` is leaf + intermediate."""
+
+    def __init__(self, d):
+        self.d = d
+        self.root = os.path.join(d, "root.pem")
+        self.key = os.path.join(d, "leaf.key")
+        self.fullchain = os.path.join(d, "fullchain.pem")
+
+    def ossl(self, *args):
+        r = subprocess.run(["openssl", *args], cwd=self.d, capture_output=True)
+        if r.returncode:
+            raise RuntimeError(f"openssl {args}: {r.stderr.decode(errors='replace')}")
+
+    def make(self):
+        p = lambda n: os.path.join(self.d, n)
+        with open(p("root.ext"), "w") as f:
+            f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                    "subjectKeyIdentifier=hash\n")
+        with open(p("inter.ext"), "w") as f:
+            f.write("basicConstraints=critical,CA:TRUE,pathlen:0\n"
+                    "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
+                    "authorityKeyIdentifier=keyid\n")
+        # A real CA's leaf names its revocation sources; the URLs point at
+        # the loopback (the scanners are not allowed to phone out anyway).
+        with open(p("leaf.ext"), "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth\n"
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+                    "crlDistributionPoints=URI:http://127.0.0.1:9/inter.crl\n"
+                    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp,"
+                    "caIssuers;URI:http://127.0.0.1:9/inter.der\n")
+        self.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384",
+                  "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "3650",
+                  "-subj", "/O=fio_tls scan/CN=fio_tls scan Test Root CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-keyout", "inter.key", "-out", "inter.csr",
+                  "-subj", "/O=fio_tls scan/CN=fio_tls scan Test Intermediate CA")
+        self.ossl("x509", "-req", "-in", "inter.csr", "-CA", "root.pem", "-CAkey", "root.key",
+                  "-CAcreateserial", "-days", "1825", "-sha384", "-extfile", "inter.ext",
+                  "-out", "inter.pem")
+        self.ossl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key",
+                  "-out", "leaf.csr", "-subj", "/O=fio_tls scan/CN=localhost")
+        self.ossl("x509", "-req", "-in", "leaf.csr", "-CA", "inter.pem", "-CAkey", "inter.key",
+                  "-CAcreateserial", "-days", "90", "-sha256", "-extfile", "leaf.ext",
+                  "-out", "leaf.pem")
+        with open(self.fullchain, "wb") as out:
+            for n in ("leaf.pem", "inter.pem"):
+                with open(p(n), "rb") as f:
+                    out.write(f.read())
