@@ -1,18 +1,24 @@
 # libfio_tls -- build, test, install.
 #
-#   make                 build target/release/libfio_tls.{so,a}, include/fio_tls.h
+#   make                 build target/release/libfio_tls.{so,a}
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
 #   make OPENSSL=vendored  the same with OpenSSL 3.5 LTS compiled in (crate
 #                        openssl-src ~300.5): target/vendored/, build/vendored/;
-#                        every target below takes OPENSSL=vendored too
-#   make check           cargo test, header/symbol/SONAME checks, then the
-#                        facil.io integration suites, server side
-#                        (facil_suite.py) and client side (client_suite.py),
-#                        or one SKIP line
+#                        check, install, torture and scan take OPENSSL=vendored too
+#   make header          regenerate include/fio_tls.h (cbindgen; commit it)
+#   make check           every suite under pytest (c_tests/suites/): the Rust
+#                        tests, header/symbol/SONAME and install checks, the
+#                        API misuse table, the facil.io server and client
+#                        suites, quick torture; ends with one total line
+#                        (and one SKIP line when facil.io is missing)
 #   make check-asan      the API misuse table under ASan+UBSan (Rust staticlib
-#                        built with -Zsanitizer=address into target/asan)
+#                        built with -Zsanitizer=address into target/asan;
+#                        c_tests/suites/test_misuse.py -k table)
 #   make scan            testssl.sh + sslyze against the demo server, findings
-#                        table, interop matrix (see c_tests/scan.py)
+#                        table, interop matrix (c_tests/suites/test_scan.py)
+#   make torture         the torture suite with its full counts
+#                        (c_tests/suites/test_torture.py; make check runs
+#                        the quick counts)
 #   make fuzz            cargo-fuzz targets in fuzz/, FUZZ_SECONDS each
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #                        (debug info stripped; INSTALL_STRIP=0 keeps it)
@@ -25,7 +31,10 @@ FACIL_IO_STATIC ?= $(FACIL_IO_DIR)/build-static/libfacil.io.a
 FACIL_IO_SHARED ?= $(FACIL_IO_DIR)/build-shared/libfacil.io.so
 
 CARGO   ?= cargo
-PYTHON  ?= python3
+# the Python with pytest: Debian's python3-pytest lives in /usr/bin/python3
+PYTHON  ?= $(firstword $(wildcard /usr/bin/python3) python3)
+PYTEST  ?= $(PYTHON) -m pytest
+PYTEST_ARGS ?=
 CC      ?= cc
 CXX     ?= g++
 # Which OpenSSL the library uses:
@@ -41,8 +50,8 @@ CXX     ?= g++
 OPENSSL ?= system
 ifeq ($(OPENSSL),vendored)
 CARGO_FLAGS := --features vendored --target-dir target/vendored
-RELEASE     := target/vendored/release
-BUILD       := build/vendored
+CARGO_TARGET := target/vendored
+BUILD_DIR   := build/vendored
 # what a program linking libfio_tls.a needs besides it
 # (cargo rustc --release -- --print native-static-libs)
 FIO_TLS_STATIC_LIBS ?= -lpthread -ldl -lm
@@ -51,8 +60,8 @@ PC_REQUIRES :=
 PC_DESCRIPTION := TLS for facil.io 0.7.0.beta4 (the fio_tls API), OpenSSL 3.5 LTS built in
 else ifeq ($(OPENSSL),system)
 CARGO_FLAGS :=
-RELEASE     := target/release
-BUILD       := build
+CARGO_TARGET := target
+BUILD_DIR   := build
 FIO_TLS_STATIC_LIBS ?= -lssl -lcrypto -lpthread -ldl -lm
 PC_REQUIRES := openssl
 PC_DESCRIPTION := TLS over OpenSSL for facil.io 0.7.0.beta4 (the fio_tls API)
@@ -76,9 +85,20 @@ DESTDIR      ?=
 
 DEMO_PORT ?= 4443
 
+# V=1 shows the compiler command lines; by default one short line a file
+ifeq ($(V),1)
+Q   :=
+say := @true
+else
+Q   := @
+say := @printf '  %-4s %s\n'
+endif
+
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml 2>/dev/null | head -n 1)
 SONAME  := libfio_tls.so.0
 
+RELEASE := $(CARGO_TARGET)/release
+BUILD   := $(BUILD_DIR)
 CT      := $(BUILD)/c_tests
 HEADER  := include/fio_tls.h
 
@@ -92,6 +112,7 @@ CT_RPATH_OURS  := $(abspath $(BUILD))
 
 FACIL_IO_FOUND := $(and $(wildcard $(FACIL_IO_DIR)/lib/facil/fio.h),$(wildcard $(FACIL_IO_STATIC)),$(wildcard $(FACIL_IO_SHARED)))
 found_or_missing = $(if $(wildcard $(1)),found,MISSING)
+FACIL_IO_MISSING = facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR) [lib/facil/fio.h $(call found_or_missing,$(FACIL_IO_DIR)/lib/facil/fio.h)], FACIL_IO_STATIC=$(FACIL_IO_STATIC) [$(call found_or_missing,$(FACIL_IO_STATIC))], FACIL_IO_SHARED=$(FACIL_IO_SHARED) [$(call found_or_missing,$(FACIL_IO_SHARED))]); set these make variables to run the C suite
 
 # C programs of the suite, per link mode:
 #   static   libfio_tls.a before libfacil.io.a               (works)
@@ -105,8 +126,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 .SECONDARY: $(addprefix $(CT)/,$(addsuffix .o,$(CT_PROGRAMS)) \
   $(addsuffix .preload.o,$(CT_PROGRAMS)))
 
-.PHONY: all check check-header-fresh check-rust check-library check-install \
-        check-facil check-misuse check-asan scan fuzz fuzz-build c-tests demo \
+.PHONY: all header check check-header-fresh check-rust check-asan scan torture fuzz fuzz-build c-tests demo \
         install uninstall clean FORCE
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
@@ -115,15 +135,25 @@ all: $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME) $(BUILD)/libfio_tls.a
 
 # cargo decides what is stale; make then compares the files' times, so the
 # copies and the C programs are only redone when cargo changed something
-$(RELEASE)/libfio_tls.so $(RELEASE)/libfio_tls.a $(HEADER) &: FORCE
+$(RELEASE)/libfio_tls.so $(RELEASE)/libfio_tls.a &: FORCE
 	$(CARGO) build --release $(CARGO_FLAGS)
 FORCE:
 
+# The header is generated from the Rust sources by cbindgen, run by a small
+# program (examples/gen_header.rs, feature "header": the ordinary build
+# needs no cbindgen and never writes into the source tree), and committed.
+# `make check` regenerates it into build/ and fails when it differs.
+GEN_HEADER := $(CARGO) run --quiet --features header --example gen_header --
+header:
+	$(GEN_HEADER) $(abspath $(HEADER))
+
 $(BUILD)/libfio_tls.so: $(RELEASE)/libfio_tls.so
 	@mkdir -p $(BUILD)
-	cp -f $< $@
+	$(say) CP $@
+	$(Q)cp -f $< $@
 $(BUILD)/$(SONAME): $(BUILD)/libfio_tls.so
-	ln -sf libfio_tls.so $@
+	$(say) LN $@
+	$(Q)ln -sf libfio_tls.so $@
 ifeq ($(OPENSSL),vendored)
 # One relocatable object: the library's code plus the parts of the Rust
 # runtime and OpenSSL it reaches (ld -r pulls archive members from the
@@ -132,108 +162,71 @@ ifeq ($(OPENSSL),vendored)
 # LLVM plugin of binutils chokes on it once the symbols changed). An
 # application linking it and the system's -lssl -lcrypto gets two OpenSSLs
 # that never see each other's symbols (c_tests/suites/test_pq_vendored.py).
-$(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
+# The seeds: every function the header declares.
+lparen := (
+FIO_TLS_SEEDS = $(sort $(shell grep -o '^[a-z][a-z_ *]*[ *]fio_tls_[a-z_]*$(lparen)' $(HEADER) | sed 's/.*[ *]\(fio_tls_[a-z_]*\).$$/\1/'))
+$(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a $(HEADER)
 	@mkdir -p $(BUILD)/localize
-	$(LD) -r -d -o $(BUILD)/localize/fio_tls.o \
-	  -u fio_tls_new -u fio_tls_cert_add -u fio_tls_proto_add -u fio_tls_accept \
-	  -u fio_tls_connect -u fio_tls_destroy -u fio_tls_trust $<
-	$(OBJCOPY) --localize-hidden --wildcard --keep-global-symbol='fio_tls_*' \
+	$(say) LD $@
+	$(Q)$(LD) -r -d -o $(BUILD)/localize/fio_tls.o $(addprefix -u ,$(FIO_TLS_SEEDS)) $<
+	$(Q)$(OBJCOPY) --localize-hidden --wildcard --keep-global-symbol='fio_tls_*' \
 	  --remove-section=.llvmbc --remove-section=.llvmcmd $(BUILD)/localize/fio_tls.o
-	rm -f $@
-	$(AR) rcs $@ $(BUILD)/localize/fio_tls.o
+	$(Q)rm -f $@
+	$(Q)$(AR) rcs $@ $(BUILD)/localize/fio_tls.o
 else
 $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
 	@mkdir -p $(BUILD)
-	cp -f $< $@
+	$(say) CP $@
+	$(Q)cp -f $< $@
 endif
 
 # ---------------------------------------------------------------------------
 # make check
 # ---------------------------------------------------------------------------
-check: check-header-fresh all check-rust check-library check-install check-facil \
-       check-misuse torture-quick check-pq
-	@echo "make check: all steps passed"
+# Everything below is built first; then one pytest run (c_tests/conftest.py)
+# runs every suite, the Rust tests included, and make check ends with its
+# one total line. PYTEST_ARGS passes options (e.g. -k NAME, -x, -v).
+# conftest.py's options: where the build and facil.io are, the compiler
+# and the static link line (for the suites that compile and link C
+# programs themselves), and why facil.io is missing, if it is
+# (--opt=VALUE: a value that starts with '-', such as -lm, stays a value)
+PYTEST_PATHS = --build-dir="$(abspath $(BUILD))" --facil-dir="$(abspath $(FACIL_IO_DIR))" \
+  --facil-static="$(abspath $(FACIL_IO_STATIC))" --facil-shared="$(abspath $(FACIL_IO_SHARED))" \
+  --cc="$(CC)" --static-libs="$(FIO_TLS_STATIC_LIBS)" \
+  --openssl=$(OPENSSL) --cargo-target-dir="$(abspath $(CARGO_TARGET))" --pc-requires="$(PC_REQUIRES)" \
+  $(if $(FACIL_IO_FOUND),,--facil-missing="$(FACIL_IO_MISSING)")
+# the scanners (marker scan) are make scan's, not make check's
+check: check-header-fresh all check-programs
+	$(call run_pytest,pytest,c_tests -m "not scan")
 
-# The build regenerates include/fio_tls.h: it must come out identical to the
-# committed one (and to the one present before the build).
+# The committed header must be what `make header` would write now.
 check-header-fresh:
 	@mkdir -p $(BUILD)
-	@test -f $(HEADER) || { echo "FAIL - $(HEADER) is missing (it is generated by the build and committed)"; exit 1; }
-	@cp -f $(HEADER) $(BUILD)/fio_tls.h.before
-	$(CARGO) build --release $(CARGO_FLAGS)
-	@if ! cmp -s $(BUILD)/fio_tls.h.before $(HEADER); then \
-	  echo "FAIL - $(HEADER) changed when the build regenerated it:"; \
-	  diff -u $(BUILD)/fio_tls.h.before $(HEADER); exit 1; fi
-	@if git ls-files --error-unmatch $(HEADER) >/dev/null 2>&1; then \
-	  git diff --exit-code -- $(HEADER) || { echo "FAIL - regenerated $(HEADER) differs from the committed one (see diff above): commit it"; exit 1; }; \
-	  echo "ok - $(HEADER) is up to date (matches git)"; \
-	else echo "ok - $(HEADER) unchanged by the build (not tracked by git yet: only compared with the pre-build copy)"; fi
+	@test -f $(HEADER) || { echo "FAIL - $(HEADER) is missing (make header writes it; commit it)"; exit 1; }
+	$(GEN_HEADER) $(abspath $(BUILD))/fio_tls.h.generated
+	@if ! cmp -s $(BUILD)/fio_tls.h.generated $(HEADER); then \
+	  diff -u $(HEADER) $(BUILD)/fio_tls.h.generated; \
+	  echo "FAIL - $(HEADER) is stale: the Rust sources generate the header above (diff -u committed generated); run make header and commit it"; \
+	  exit 1; fi
+	@echo "ok - $(HEADER) is what the sources generate"
 
 check-rust:
 	$(CARGO) test --release $(CARGO_FLAGS)
 
-check-library: all $(CT)/header_check_c.o $(CT)/header_check_cxx.o
-	$(PYTHON) c_tests/check_library.py --cc $(CC) --so $(BUILD)/libfio_tls.so \
-	  --a $(BUILD)/libfio_tls.a --header $(HEADER) \
-	  --cxx-object $(CT)/header_check_cxx.o
-
-# only the header on the include path: it must be self-contained
+# only the header on the include path: it must be self-contained (the C
+# object is the check; c_tests/suites/test_library.py reads the C++ one)
 $(CT)/header_check_c.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
-	$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -c $< -o $@
+	$(say) CC $@
+	$(Q)$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -Iinclude -c $< -o $@
 $(CT)/header_check_cxx.o: c_tests/programs/header_check.c $(HEADER)
 	@mkdir -p $(CT)
-	$(CXX) -Wall -Wextra -Werror -x c++ -Iinclude -c $< -o $@
+	$(say) CXX $@
+	$(Q)$(CXX) -Wall -Wextra -Werror -x c++ -Iinclude -c $< -o $@
 
-# install into a scratch DESTDIR and look at the result
-check-install: all
-	rm -rf $(BUILD)/stage
-	$(MAKE) --no-print-directory install OPENSSL=$(OPENSSL) DESTDIR=$(abspath $(BUILD)/stage) PREFIX=/usr
-	$(PYTHON) c_tests/check_install.py --root $(abspath $(BUILD)/stage) \
-	  --prefix /usr --version $(VERSION) --static-libs "$(FIO_TLS_STATIC_LIBS)" \
-	  --requires "$(PC_REQUIRES)"
+# (c_tests/suites/test_install.py runs `make install` into a scratch
+# DESTDIR itself and looks at the result)
 
-ifeq ($(FACIL_IO_FOUND),)
-check-facil:
-	@echo "SKIP facil.io integration: facil.io 0.7.0.beta4 build not found or incomplete (FACIL_IO_DIR=$(FACIL_IO_DIR) [lib/facil/fio.h $(call found_or_missing,$(FACIL_IO_DIR)/lib/facil/fio.h)], FACIL_IO_STATIC=$(FACIL_IO_STATIC) [$(call found_or_missing,$(FACIL_IO_STATIC))], FACIL_IO_SHARED=$(FACIL_IO_SHARED) [$(call found_or_missing,$(FACIL_IO_SHARED))]); set these make variables to run the C suite"
-else
-# two drivers (servers, then clients); both always run, each ends with its
-# own "N passed, N failed" line
-check-facil: c-tests
-	status=0; \
-	$(PYTHON) c_tests/facil_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
-	$(PYTHON) c_tests/client_suite.py --bin-dir $(CT) \
-	  --preload-lib $(abspath $(BUILD)/libfio_tls.so) --tmp-root $(BUILD) || status=1; \
-	exit $$status
-endif
-
-# Post-quantum groups and the vendored build (issue 13): classical clients
-# (curl, s_client, Python ssl) against fio_server in both builds; ML-KEM
-# between our client and server, the archive's symbols and two OpenSSLs in
-# one process (c_tests/programs/isolation.c) in the vendored build.
-# pytest from $(PYTHON), else Debian's python3 (apt python3-pytest)
-PYTEST_PYTHON = $(firstword $(foreach p,$(PYTHON) /usr/bin/python3,$(if $(shell $(p) -c 'import pytest' 2>/dev/null && echo y),$(p))))
-PYTEST ?= $(if $(PYTEST_PYTHON),$(PYTEST_PYTHON) -m pytest)
-PQ_PROGRAMS := $(CT)/static/fio_server $(CT)/static/fio_client
-ifeq ($(OPENSSL),vendored)
-PQ_PROGRAMS += $(CT)/static/isolation
-endif
-.PHONY: check-pq
-ifeq ($(FACIL_IO_FOUND),)
-check-pq:
-	@echo "SKIP check-pq: needs a facil.io 0.7.0.beta4 build (FACIL_IO_DIR=$(FACIL_IO_DIR), FACIL_IO_STATIC, FACIL_IO_SHARED)"
-else
-check-pq: all $(PQ_PROGRAMS)
-	@test -n "$(PYTEST)" || { echo "FAIL - check-pq needs pytest (apt-get install python3-pytest, or pip install pytest for $(PYTHON)); or set PYTEST"; exit 1; }
-	FIO_TLS_BUILD=$(BUILD) FIO_TLS_OPENSSL=$(OPENSSL) FIO_TLS_TMP=$(BUILD)/pq-tests \
-	  $(PYTEST) -p no:cacheprovider -rs c_tests/suites/test_pq_vendored.py
-endif
-
-# the program's own calls go to the system OpenSSL, the library's to its own
-$(CT)/static/isolation: $(CT)/isolation.o $(BUILD)/libfio_tls.a
-	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(SYSTEM_SSL_LIBS)
 
 # ---------------------------------------------------------------------------
 # C programs against facil.io
@@ -242,56 +235,69 @@ c-tests: all $(CT_BINARIES)
 
 $(CT)/%.o: c_tests/programs/%.c $(HEADER) c_tests/programs/https_headers.h c_tests/programs/preload_trust.h
 	@mkdir -p $(CT)
-	$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
+	$(say) CC $@
+	$(Q)$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
 $(CT)/static/%: $(CT)/%.o $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
 
 $(CT)/shared/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_SHARED) \
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_SHARED) \
 	  -Wl,-rpath,$(CT_RPATH_OURS):$(CT_RPATH_FACIL) -lpthread -lm
 
 # LD_PRELOAD programs link facil.io only, which lacks the extension
-# fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly
+# fio_tls_trust: -DFIO_TESTS_PRELOAD makes the programs reference it weakly,
+# and -DFIO_TLS_NO_LINK_CHECK turns off the header's link check (its
+# reference to a function only libfio_tls defines)
 $(CT)/%.preload.o: c_tests/programs/%.c $(HEADER) c_tests/programs/https_headers.h c_tests/programs/preload_trust.h
 	@mkdir -p $(CT)
-	$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
+	$(say) CC $@
+	$(Q)$(CC) $(CT_CFLAGS) -DFIO_TESTS_PRELOAD -DFIO_TLS_NO_LINK_CHECK -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
 
 $(CT)/preload/%: $(CT)/%.preload.o
 	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(FACIL_IO_SHARED) -Wl,-rpath,$(CT_RPATH_FACIL) -lpthread -lm
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(FACIL_IO_SHARED) -Wl,-rpath,$(CT_RPATH_FACIL) -lpthread -lm
 
 $(CT)/broken/%: $(CT)/%.o $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_STATIC) \
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(BUILD)/libfio_tls.so $(FACIL_IO_STATIC) \
 	  -Wl,-rpath,$(CT_RPATH_OURS) -lpthread -lm
 
+# the vendored .a next to the system's libssl: the program's own calls go
+# to the system OpenSSL, the library's to its own
+.SECONDARY: $(CT)/isolation.o
+$(CT)/static/isolation: $(CT)/isolation.o $(BUILD)/libfio_tls.a
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(SYSTEM_SSL_LIBS)
+
 # ---------------------------------------------------------------------------
-# API misuse table (c_tests/programs/misuse.c, driven by c_tests/misuse.py)
+# API misuse table (c_tests/programs/misuse.c, driven by
+# c_tests/suites/test_misuse.py in make check's pytest run)
 # ---------------------------------------------------------------------------
-# misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids) and
-# the driver's log/SSLKEYLOGFILE checks run the static fio_server.
+# misuse links libfio_tls only; misuse_facil adds facil.io (bad uuids); the
+# suite's log/SSLKEYLOGFILE tests run the static fio_server. Without
+# facil.io, the tests that need it are skipped with the reason.
 MISUSE_DIR := $(BUILD)/misuse
 MISUSE_BINS := $(MISUSE_DIR)/misuse
-MISUSE_SERVER :=
 ifneq ($(FACIL_IO_FOUND),)
 MISUSE_BINS += $(MISUSE_DIR)/misuse_facil
-MISUSE_SERVER := $(CT)/static/fio_server
 endif
-
-check-misuse: all $(MISUSE_BINS) $(MISUSE_SERVER)
-	$(PYTHON) c_tests/misuse.py $(addprefix --bin ,$(MISUSE_BINS)) \
-	  $(if $(MISUSE_SERVER),--server $(MISUSE_SERVER),) --tmp-root $(BUILD)
-	@$(if $(MISUSE_SERVER),,echo "# (no facil.io build: the misuse rows that need facil.io and the log/SSLKEYLOGFILE checks were not run)")
 
 $(MISUSE_DIR)/misuse: c_tests/programs/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
-	$(CC) $(CT_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libfio_tls.a $(FIO_TLS_STATIC_LIBS)
+	$(say) CC $@
+	$(Q)$(CC) $(CT_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libfio_tls.a $(FIO_TLS_STATIC_LIBS)
 $(MISUSE_DIR)/misuse_facil: c_tests/programs/misuse.c $(HEADER) $(BUILD)/libfio_tls.a
 	@mkdir -p $(@D)
-	$(CC) $(CT_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
+	$(say) CC $@
+	$(Q)$(CC) $(CT_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
 	  $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
 
 # ASan + UBSan: the C side with gcc's sanitizers, the Rust side instrumented
@@ -313,31 +319,44 @@ $(ASAN_LIB): FORCE
 	  $(CARGO) build --lib --target $(ASAN_TRIPLE) --target-dir $(ASAN_TARGET_DIR)
 $(MISUSE_DIR)/misuse_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(SYSTEM_SSL_LIBS)
+	$(say) CC $@
+	$(Q)$(CC) $(ASAN_CFLAGS) -Iinclude $< -o $@ $(ASAN_LIB) $(SYSTEM_SSL_LIBS)
 $(MISUSE_DIR)/misuse_facil_asan: c_tests/programs/misuse.c $(HEADER) $(ASAN_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
+	$(say) CC $@
+	$(Q)$(CC) $(ASAN_CFLAGS) -DMISUSE_FACIL -Iinclude $(FACIL_IO_INCLUDES) $< -o $@ \
 	  $(ASAN_LIB) $(FACIL_IO_STATIC) $(SYSTEM_SSL_LIBS)
 
+# the misuse table only (-k table: not the server tests), with the ASan
+# binaries (MISUSE_BINS), at the default level and at level 5, after the
+# sanitizer canary; ends with its own total line
 check-asan: $(ASAN_BINS)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	$(PYTHON) c_tests/misuse.py --canary $(addprefix --bin ,$(ASAN_BINS)) \
-	  --levels 5 --tmp-root $(BUILD)
+	MISUSE_BINS="$(abspath $(ASAN_BINS))" MISUSE_LEVELS=5 MISUSE_CANARY=1 \
+	$(PYTEST) c_tests/suites/test_misuse.py -k table $(PYTEST_PATHS) \
+	  --basetemp $(abspath $(BUILD))/pytest-asan --summary-file $(BUILD)/asan-total.txt \
+	  $(PYTEST_ARGS); \
+	status=$$?; \
+	cat $(BUILD)/asan-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
+	exit $$status
+
+# run_pytest NAME, ARGS[, ENV]: the pytest run of make check, make torture
+# and make scan (scratch in build/NAME; ENV: VAR=value words before it)
+run_pytest = @$(3) $(PYTEST) $(2) $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))/$(1) \
+	  --summary-file $(BUILD)/$(1)-total.txt $(PYTEST_ARGS); \
+	status=$$?; \
+	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
+	cat $(BUILD)/$(1)-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
+	exit $$status
 
 # ---------------------------------------------------------------------------
-# scanners and interop matrix (c_tests/scan.py); tools are installed on
-# demand (apt: testssl.sh wrk nghttp2-client; PyPI: sslyze in a venv)
+# scanners and interop matrix (c_tests/suites/test_scan.py, marker scan);
+# missing tools are installed (apt: testssl.sh wrk nghttp2-client
+# gnutls-bin; PyPI: sslyze in build/scan-venv; SCAN_NO_INSTALL=1 does not)
 # ---------------------------------------------------------------------------
-SCAN_ARGS ?=
-ifeq ($(FACIL_IO_FOUND),)
-scan:
-	@echo "scan needs a facil.io 0.7.0.beta4 build (the demo server): set FACIL_IO_DIR, FACIL_IO_STATIC, FACIL_IO_SHARED" >&2; exit 1
-else
-scan: all $(CT)/static/demo $(CT)/static/fio_server
-	$(PYTHON) c_tests/scan.py --bin-dir $(CT)/static --tmp-root $(BUILD) \
-	  --venv $(BUILD)/scan-venv $(SCAN_ARGS)
-endif
+scan: all check-programs
+	$(call run_pytest,pytest-scan,c_tests/suites/test_scan.py -m scan -s)
 
 # ---------------------------------------------------------------------------
 # fuzzing (fuzz/, cargo-fuzz + libFuzzer, ASan; needs `cargo install cargo-fuzz`)
@@ -379,8 +398,10 @@ endif
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0755 $(RELEASE)/libfio_tls.so $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION)
-	ln -sf libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
-	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfio_tls.so
+	$(say) LN $@
+	$(Q)ln -sf libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	$(say) LN $@
+	$(Q)ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfio_tls.so
 	install -m 0644 $(BUILD)/libfio_tls.a $(DESTDIR)$(LIBDIR)/libfio_tls.a
 ifneq ($(INSTALL_STRIP),0)
 	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfio_tls.a
@@ -412,46 +433,26 @@ clean:
 
 # ---------------------------------------------------------------------------
 # torture suite (issue 4): hostile and heavy traffic against a real facil.io
-#   make torture        full run (~4 min): every item of issue 4, full counts
-#   make torture-quick  shortened counts (~60 s); part of make check
-# c_tests/programs/torture_server.c is built in static mode by the pattern rules
-# above ($(CT)/%.o, $(CT)/static/%); outputs and logs go to build/torture/.
+# (c_tests/suites/test_torture.py, `fio_server torture` in static mode)
+#   make torture   full counts (~4 min idle; item 8 runs 10 000 connections
+#                  under valgrind, much longer on a busy machine), every
+#                  item's figures printed
+#   make check     runs the same items with the quick counts (~1.5 min)
+# VALGRIND names valgrind for item 8 (not found: the item is skipped).
 # ---------------------------------------------------------------------------
-TORTURE_BIN := $(CT)/static/torture_server
-TORTURE_OUT := $(BUILD)/torture
-VALGRIND    ?= valgrind
-TORTURE_QUICK_ITEMS ?= 1,2,3,4,5,6,7,8
-# item 8's budget for TLS memory per idle connection (KiB over plain HTTP):
-# OpenSSL 3.5 (vendored) keeps two record-layer objects of ~4.4 KiB per
-# connection (sized for 32 pipelines) that 3.0 does not have
-ifeq ($(OPENSSL),vendored)
-TORTURE_IDLE_LIMIT_KIB ?= 24
-else
-TORTURE_IDLE_LIMIT_KIB ?= 16
-endif
-.SECONDARY: $(CT)/torture_server.o $(CT)/isolation.o
-.PHONY: torture torture-quick
-
-ifeq ($(FACIL_IO_FOUND),)
-torture torture-quick:
-	@echo "# (no facil.io build at FACIL_IO_DIR=$(FACIL_IO_DIR): torture suite not run)"
-else
-torture: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND) \
-	  --idle-limit-kib $(TORTURE_IDLE_LIMIT_KIB)
-torture-quick: all $(TORTURE_BIN)
-	$(PYTHON) c_tests/torture.py --quick --items $(TORTURE_QUICK_ITEMS) --server $(TORTURE_BIN) --out $(TORTURE_OUT) --valgrind $(VALGRIND) \
-	  --idle-limit-kib $(TORTURE_IDLE_LIMIT_KIB)
-endif
+VALGRIND ?= valgrind
+.PHONY: torture
+torture: all check-programs
+	$(call run_pytest,pytest-torture,c_tests/suites/test_torture.py --torture-full -s,VALGRIND=$(VALGRIND))
 
 # ---------------------------------------------------------------------------
 # benchmarks (issue 6): make bench [BENCH_QUICK=1] [BENCH_ARGS="--reps 5"]
 # Installs nginx, h2load (nghttp2-client) and wrk with apt-get when missing
-# (and stops the service the nginx package may start), builds
-# build/bench/bench_server in static mode, runs bench/bench.py, which prints
-# the table and writes bench/results.md. Loopback only.
+# (and stops the service the nginx package may start), runs bench/bench.py
+# on the static fio_server (its mode `bench`, c_tests/programs/fio_server.c),
+# which prints the table and writes bench/results.md. Loopback only.
 # ---------------------------------------------------------------------------
-BENCH_BIN  := $(BUILD)/bench/bench_server
+BENCH_BIN  := $(CT)/static/fio_server
 BENCH_ARGS ?=
 .PHONY: bench bench-deps
 
@@ -466,18 +467,11 @@ bench-deps:
 	  (service nginx stop || /usr/sbin/nginx -s stop) >/dev/null 2>&1 || true; \
 	fi
 
-$(BUILD)/bench/bench_server.o: bench/bench_server.c $(HEADER)
-	@mkdir -p $(dir $@)
-	$(CC) $(CT_CFLAGS) -Iinclude $(FACIL_IO_INCLUDES) -c $< -o $@
-
-$(BENCH_BIN): $(BUILD)/bench/bench_server.o $(BUILD)/libfio_tls.a
-	$(CC) -o $@ $< $(BUILD)/libfio_tls.a $(FACIL_IO_STATIC) $(FIO_TLS_STATIC_LIBS)
-
 # The vendored column (BENCH_VENDORED=0 leaves it out): the same
-# bench_server linked with build/vendored/libfio_tls.a, and the
+# fio_server linked with build/vendored/libfio_tls.a, and the
 # X25519MLKEM768 client examples/bench_handshakes.rs (OpenSSL 3.5).
 BENCH_VENDORED ?= 1
-BENCH_VENDORED_BIN := build/vendored/bench/bench_server
+BENCH_VENDORED_BIN := build/vendored/c_tests/static/fio_server
 BENCH_PQ_CLIENT    := target/vendored/release/examples/bench_handshakes
 .PHONY: bench-server bench-vendored
 bench-server: $(BENCH_BIN)
@@ -498,3 +492,17 @@ bench: all bench-deps $(BENCH_BIN) $(if $(filter-out 0,$(BENCH_VENDORED)),bench-
 	  $(if $(filter-out 0,$(BENCH_VENDORED)),--vendored-server-bin $(BENCH_VENDORED_BIN) --pq-client $(BENCH_PQ_CLIENT) \
 	  --so-vendored build/vendored/libfio_tls.so) $(BENCH_ARGS)
 endif
+
+# ---------------------------------------------------------------------------
+# what make check runs its suites on
+# ---------------------------------------------------------------------------
+CHECK_PROGRAMS := $(CT)/header_check_c.o $(CT)/header_check_cxx.o $(MISUSE_BINS)
+ifneq ($(FACIL_IO_FOUND),)
+CHECK_PROGRAMS += $(CT_BINARIES)
+# two OpenSSLs in one process (c_tests/suites/test_pq_vendored.py)
+ifeq ($(OPENSSL),vendored)
+CHECK_PROGRAMS += $(CT)/static/isolation
+endif
+endif
+.PHONY: check-programs
+check-programs: all $(CHECK_PROGRAMS)

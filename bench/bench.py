@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench.py -- libfio_tls side by side with nginx and plaintext facil.io (issue 6).
 
-    python3 bench/bench.py --server-bin build/bench/bench_server
+    python3 bench/bench.py --server-bin build/c_tests/static/fio_server
         [--results bench/results.md] [--work build/bench/run] [--quick]
         [--reps N] [--only fig,fig,...]
 
@@ -49,9 +49,10 @@ NOFILE = 20000
 # ---------------------------------------------------------------------------
 # small HTTP/1.1 helpers shared by the Python clients
 # ---------------------------------------------------------------------------
-def http_get(sock, path=b"/"):
+def http_get(sock, path=b"/", with_head=False):
     """Sends one keep-alive GET and reads the whole response; returns the
-    body."""
+    body (with_head: the head and the body). The suite checks fio_server's
+    mode bench with it too (c_tests/suites/test_bench_server.py)."""
     sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -71,7 +72,7 @@ def http_get(sock, path=b"/"):
         body += chunk
     if not head.startswith(b"HTTP/1.1 200"):
         raise ConnectionError("status %r" % head.split(b"\r\n")[0])
-    return body
+    return (head, body) if with_head else body
 
 
 def client_ctx():
@@ -317,7 +318,7 @@ class Server:
             argv = [cfg.nginx, "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log")]
         else:
             binary = cfg.vendored_server_bin if self.kind == "vendored" else cfg.server_bin
-            argv = [binary, "-f", cfg.big_file, str(self.port)]
+            argv = [binary, "-f", cfg.big_file, "bench", str(self.port)]
             if self.kind in ("ours", "vendored"):
                 argv += list(cfg.certs[self.cert])
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=log, stderr=log,
@@ -971,9 +972,11 @@ def main():
         raise SystemExit("unknown client " + cmd)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server-bin", required=True, help="bench_server built against libfio_tls.a (static)")
+    ap.add_argument("--server-bin", required=True,
+                    help="fio_server linked with libfio_tls.a (static); run in its mode `bench`")
     ap.add_argument("--vendored-server-bin", default=None,
-                    help="bench_server built against the vendored build's libfio_tls.a (the vendored column)")
+                    help="the same fio_server linked with the vendored build's libfio_tls.a "
+                         "(the vendored column)")
     ap.add_argument("--pq-client", default=None,
                     help="examples/bench_handshakes built with --features vendored (the X25519MLKEM768 rows)")
     ap.add_argument("--so", default=None, help="the system build's libfio_tls.so (size row)")

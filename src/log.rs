@@ -59,10 +59,12 @@ macro_rules! log_error {
 macro_rules! log_warning {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warning, format_args!($($arg)*)) };
 }
+#[allow(unused_macros)] // kept with its siblings; the INFO lines use write()
 macro_rules! log_info {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
 }
 macro_rules! log_debug {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*)) };
 }
+#[allow(unused_imports)]
 pub(crate) use {log_debug, log_error, log_info, log_warning};

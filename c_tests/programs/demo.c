@@ -8,7 +8,7 @@
  * so a client has to skip verification: curl -k. Stop it with Ctrl-C.
  *
  * It only ever names fio_tls_new and fio_tls_destroy, which makes it the
- * test (in facil_suite.py) that a static link still picks up every TLS
+ * test (in suites/test_server.py) that a static link still picks up every TLS
  * function from libfio_tls.a rather than facil.io's weak stubs.
  */
 #include <fio.h>

@@ -1,8 +1,9 @@
 /*
  * fio_client.c -- a facil.io 0.7.0.beta4 TLS client over libfio_tls.
  *
- * The client suite (client_suite.py) runs it against real TLS servers
- * (openssl s_server, gnutls-serv, Python ssl servers, fio_server).
+ * The client suite (c_tests/suites/test_client.py) runs it against real
+ * TLS servers (openssl s_server, gnutls-serv, Python ssl servers,
+ * fio_server).
  *
  *   fio_client [OPTIONS] raw HOST PORT
  *       fio_connect, then fio_tls_connect from on_connect. The ALPN
@@ -25,6 +26,10 @@
  *   --out FILE         write the received bytes (raw) / body (http) there
  *   --udata TEXT       the udata string given to fio_tls_connect (raw)
  *   --timeout SECONDS  give up after this long (default 10)
+ *   --no-watchdog      do not stop when the connection closed and no
+ *                      callback ran (NO-CALLBACK): only the application's
+ *                      own callbacks (on_close, on_finish) or --timeout end
+ *                      the run, as in a real program
  *   -l LEVEL           FIO_LOG_LEVEL
  *
  * Lines on stdout (unbuffered; the library logs on stderr):
@@ -34,14 +39,25 @@
  *                                the pointer is not the one passed in);
  *                                http: "PROTO http/1.1 udata=-" when
  *                                on_response gets the empty handle
+ *   HANDSHAKE-FAILED <name> udata=<text>
+ *                                an ALPN callback ran on a closed uuid: the
+ *                                library's way of telling a client that its
+ *                                handshake failed (then, like a real
+ *                                program, the callback attaches its
+ *                                protocol and writes: CLOSED follows in raw
+ *                                mode, NO-RESPONSE in http mode); http:
+ *                                on_response got the empty handle with the
+ *                                uuid closed
  *   STATUS <code>                (http) the response status
  *   CLOSED                       (raw) the application protocol's on_close
- *   NO-CALLBACK                  the connection closed and no callback ran
- *                                (a failed handshake: the library closes
- *                                the uuid without telling the application)
+ *   NO-CALLBACK                  the connection has been closed for 100 ms
+ *                                and no callback ran (the application was
+ *                                never told; not with --no-watchdog)
+ *   FINISH                       (http) http_connect's on_finish ran
  *   NO-RESPONSE                  (http) on_finish ran before any response
  *   TIMEOUT                      --timeout expired
  *   RESULT proto=<name|none> callbacks=N bytes=N fnv1a=XXXXXXXX
+ *                                (callbacks: those on an open uuid)
  *   FDS start=N end=N            open descriptors in /proc/self/fd before
  *                                anything and after fio_start returned and
  *                                fio_tls_destroy ran; then one "FD <n> <target>"
@@ -82,12 +98,15 @@ static struct {
   const char *out_path;
   const char *udata;
   int timeout;
+  int no_watchdog;
 } opt = {.expect = -1, .udata = "client-udata", .timeout = 10};
 
 static fio_tls_s *tls;
 static FILE *out;
 static intptr_t conn_uuid = -1;
-static int callbacks;
+static int callbacks;        /* ALPN callbacks on an open uuid */
+static int failed_callbacks; /* ALPN callbacks on a closed uuid */
+static int closed_ticks;     /* ticks that saw the uuid closed, no callback */
 static const char *proto_ran = "none";
 static unsigned long long received;
 static uint32_t sum = 2166136261u;
@@ -150,13 +169,16 @@ static void stop(const char *why) {
   fio_stop();
 }
 
-/* every 20 ms: a connection that closed before any callback ran means the
- * handshake failed (the library closes it without telling the app) */
+/* every 20 ms: a connection closed for 100 ms (5 ticks: the library's
+ * callback after a failure is a deferred task, which may run after a tick
+ * already queued) with no callback at all means the application was never
+ * told */
 static void tick(void *ignored) {
   (void)ignored;
   if (stopping)
     return;
-  if (conn_uuid != -1 && !callbacks && fio_is_closed(conn_uuid)) {
+  if (!opt.no_watchdog && conn_uuid != -1 && !callbacks && !failed_callbacks &&
+      fio_is_closed(conn_uuid) && ++closed_ticks >= 5) {
     stop("NO-CALLBACK");
     return;
   }
@@ -217,12 +239,21 @@ static fio_protocol_s app_protocol = {.on_data = app_on_data,
                                       .on_close = app_on_close};
 
 static void proto_ran_cb(int index, intptr_t uuid, void *udata) {
-  ++callbacks;
-  proto_ran = opt.alpn[index];
-  printf("PROTO %s udata=%s\n", opt.alpn[index],
+  /* a closed uuid: the handshake failed (see fio_tls_proto_add) */
+  int failed = fio_is_closed(uuid);
+  if (failed) {
+    ++failed_callbacks;
+  } else {
+    ++callbacks;
+    proto_ran = opt.alpn[index];
+  }
+  printf("%s %s udata=%s\n", failed ? "HANDSHAKE-FAILED" : "PROTO",
+         opt.alpn[index],
          udata == (void *)opt.udata ? opt.udata : "WRONG-UDATA");
   if (uuid != conn_uuid)
     printf("WRONG-UUID\n");
+  /* what a program that does not look at fio_is_closed does: attach (its
+   * on_close then runs at once) and write (nothing is sent) */
   fio_attach(uuid, &app_protocol);
   if (opt.payload_len)
     fio_write(uuid, opt.payload, opt.payload_len); /* copied */
@@ -275,10 +306,17 @@ static int start_raw(const char *host, const char *port) {
 
 static void on_response(http_s *h) {
   if (h->status == 0) {
-    /* connected (TLS done, "http/1.1" callback ran): send the request */
-    ++callbacks;
-    proto_ran = "http/1.1";
-    printf("PROTO http/1.1 udata=-\n");
+    /* connected (TLS done, "http/1.1" callback ran): send the request. On
+     * a closed uuid the handshake failed: the request goes nowhere and
+     * on_finish follows, as for a server that hangs up at once. */
+    if (fio_is_closed(conn_uuid)) {
+      ++failed_callbacks;
+      printf("HANDSHAKE-FAILED http/1.1 udata=-\n");
+    } else {
+      ++callbacks;
+      proto_ran = "http/1.1";
+      printf("PROTO http/1.1 udata=-\n");
+    }
     http_finish(h);
     return;
   }
@@ -293,6 +331,7 @@ static void on_response(http_s *h) {
 
 static void on_http_finish(struct http_settings_s *settings) {
   (void)settings;
+  printf("FINISH\n");
   if (!stopping && !received)
     stop("NO-RESPONSE");
 }
@@ -317,7 +356,8 @@ static int usage(const char *prog) {
           "usage: %s [--name NAME|-] [--trust CA|system] [--cert KEY CERT]\n"
           "          [--alpn NAME]... [--payload FILE] [--expect N] "
           "[--out FILE]\n"
-          "          [--udata TEXT] [--timeout SECONDS] [-l LEVEL]\n"
+          "          [--udata TEXT] [--timeout SECONDS] [--no-watchdog]\n"
+          "          [-l LEVEL]\n"
           "          raw HOST PORT | http URL\n",
           prog);
   return 2;
@@ -352,6 +392,8 @@ int main(int argc, char **argv) {
       opt.udata = argv[++i];
     else if (!strcmp(o, "--timeout") && left >= 1)
       opt.timeout = atoi(argv[++i]);
+    else if (!strcmp(o, "--no-watchdog"))
+      opt.no_watchdog = 1;
     else if (!strcmp(o, "-l") && left >= 1)
       FIO_LOG_LEVEL = atoi(argv[++i]);
     else

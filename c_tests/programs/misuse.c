@@ -7,7 +7,9 @@
  * arguments, empty strings, over-long and odd names, and files that cannot
  * be used (directories, symlink loops, a FIFO, a 50 MiB junk file, a file
  * of mode 000 read by an unprivileged user, /proc/self/mem, /dev/zero...),
- * and with destroyed or foreign objects. Each row runs in its own forked
+ * and with destroyed or foreign objects, stale handles whose object was
+ * replaced by a new one, and objects destroyed by one thread while others
+ * use them. Each row runs in its own forked
  * child, with the child's stderr captured, and must:
  *   - not crash, hang or trip a sanitizer (ASan/UBSan build: make check-asan);
  *   - log exactly one "ERROR: fio_tls: <function>: ..." line naming the
@@ -25,15 +27,16 @@
  *                   accept/connect with bad uuids (negative, never opened,
  *                   huge, already closed) and a bad object on a live uuid.
  *
- * FIXDIR is made by c_tests/misuse.py (key.pem, cert.pem, other_key.pem,
- * ca.pem, garbage.pem, enc_key.pem, dir/, loop_a <-> loop_b, fifo,
- * junk50m, empty, mode000). FIO_LOG_LEVEL in the environment sets the
+ * FIXDIR is made by c_tests/suites/test_misuse.py (key.pem, cert.pem,
+ * other_key.pem, ca.pem, garbage.pem, enc_key.pem, dir/, loop_a <-> loop_b,
+ * fifo, junk50m, empty, mode000; DER: key.der, cert.der, enc_key.der,
+ * wrong_chain.der, trailing.der). FIO_LOG_LEVEL in the environment sets the
  * level. Each child's stderr is echoed on stdout as "#   | ..." lines, so
  * the driver can check that no key material is ever logged.
  *
  * Output: "ok - ..." / "not ok - ..." per row ("# TODO" marks a known
- * library bug, reported but not counted as a failure), then
- * "N passed, N failed".
+ * library bug: not counted in this program's exit status, but a failed
+ * check of test_misuse.py all the same), then "N passed, N failed".
  */
 #define _GNU_SOURCE
 #include "fio_tls.h"
@@ -44,6 +47,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -67,11 +71,11 @@ int FIO_LOG_LEVEL = 4;
  * The table
  * ------------------------------------------------------------------------ */
 
-typedef enum { NEW, CERT_ADD, PROTO_ADD, TRUST, ACCEPT, CONNECT, DESTROY } op_e;
+typedef enum { NEW, CERT_ADD, PROTO_ADD, TRUST, ACCEPT, CONNECT, DESTROY, RELOAD } op_e;
 static const char *op_name[] = {"fio_tls_new",   "fio_tls_cert_add",
                                 "fio_tls_proto_add", "fio_tls_trust",
                                 "fio_tls_accept", "fio_tls_connect",
-                                "fio_tls_destroy"};
+                                "fio_tls_destroy", "fio_tls_reload"};
 
 /* the fio_tls_s argument */
 typedef enum {
@@ -79,6 +83,12 @@ typedef enum {
   NULLOBJ,   /* NULL */
   DESTROYED, /* made and destroyed */
   FOREIGN,   /* the address of a static variable, never made by fio_tls_new */
+  REPLACED,  /* made and destroyed, then another object made: it takes the
+                destroyed one's slot in the library's handle table (what a
+                reused address would be); the row also checks that the new
+                object was left alone */
+  RACING,    /* two threads run the call in a loop while the main thread
+                destroys the object (no use-after-free: see check-asan) */
 } obj_e;
 
 /* the uuid argument of accept/connect */
@@ -153,17 +163,26 @@ static const row_s rows[] = {
     {"key file is a FIFO with no writer (no hang)", NEW, LIVE, "localhost", "@fifo", "@cert.pem", 0, ERROR, {"fifo", "not a regular file"}, 0, 0},
     {"key file is empty", NEW, LIVE, "localhost", "@empty", "@cert.pem", 0, ERROR, {"empty", "no valid PEM"}, 0, 0},
     {"key file holds garbage PEM", NEW, LIVE, "localhost", "@garbage.pem", "@cert.pem", 0, ERROR, {"garbage.pem", "no valid PEM"}, 0, 0},
-    {"certificate given as key file", NEW, LIVE, "localhost", "@cert.pem", "@cert.pem", 0, ERROR, {"private key file", "no valid PEM"}, 0, 0},
-    {"key given as certificate file", NEW, LIVE, "localhost", "@key.pem", "@key.pem", 0, ERROR, {"certificate file", "no valid PEM"}, 0, 0},
+    {"certificate given as key file", NEW, LIVE, "localhost", "@cert.pem", "@cert.pem", 0, ERROR, {"private key file \"", "holds a certificate, not a private key (fio_tls_new and fio_tls_cert_add take the private key file first"}, 0, 0},
+    {"key given as certificate file", NEW, LIVE, "localhost", "@key.pem", "@key.pem", 0, ERROR, {"certificate file \"", "holds a private key, not a certificate (fio_tls_new and fio_tls_cert_add take the private key file first"}, 0, 0},
+    {"key and certificate swapped", NEW, LIVE, "localhost", "@cert.pem", "@key.pem", 0, ERROR, {"are swapped", "pass the private key file first, then the certificate file"}, 0, 0},
+    {"key and certificate swapped", CERT_ADD, LIVE, "localhost", "@cert.pem", "@key.pem", 0, ERROR, {"are swapped", "pass the private key file first, then the certificate file"}, 0, 0},
+    {"certificate (DER) given as key file", NEW, LIVE, "localhost", "@cert.der", "@cert.pem", 0, ERROR, {"cert.der\": holds a certificate", "private key file first"}, 0, 0},
     {"key that does not match the certificate", NEW, LIVE, "localhost", "@other_key.pem", "@cert.pem", 0, ERROR, {"does not match", 0}, 0, 0},
     {"encrypted key (no prompt)", NEW, LIVE, "localhost", "@enc_key.pem", "@cert.pem", 0, ERROR, {"enc_key.pem", "encrypted"}, 0, 0},
+    {"encrypted key in DER form (PKCS#8, no prompt)", NEW, LIVE, "localhost", "@enc_key.der", "@cert.pem", 0, ERROR, {"enc_key.der", "the key is encrypted"}, 0, 0},
+    {"key and certificate in DER form (control)", NEW, LIVE, "localhost", "@key.der", "@cert.der", 0, SILENT, {0}, 0, 0},
+    {"DER chain file: every certificate is loaded (its order is checked: one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@wrong_chain.der", 0, WARN1, {"wrong_chain.der", "did not issue certificate 1"}, 0, 0},
+    {"DER certificate followed by junk", NEW, LIVE, "localhost", "@key.pem", "@trailing.der", 0, ERROR, {"trailing.der", "1 DER certificate(s) followed by 5 bytes that are not a DER certificate"}, 0, 0},
+    {"server name the certificate does not cover (one WARNING)", NEW, LIVE, "wrong.test", "@key.pem", "@cert.pem", 0, WARN1, {"not valid for server name \"wrong.test\"", "(the certificate's names: localhost)"}, 0, 0},
 
     /* -------- fio_tls_cert_add -------- */
     {"NULL object", CERT_ADD, NULLOBJ, "a.test", NULL, NULL, 0, ERROR, {"NULL", 0}, 0, 0},
-    {"destroyed object", CERT_ADD, DESTROYED, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
-    {"foreign pointer", CERT_ADD, FOREIGN, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
+    {"destroyed object", CERT_ADD, DESTROYED, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", CERT_ADD, FOREIGN, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
     {"all NULL names (self-signed for localhost)", CERT_ADD, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
-    {"valid key and certificate (control)", CERT_ADD, LIVE, "b.test", "@key.pem", "@cert.pem", 0, SILENT, {0}, 0, 0},
+    {"valid key and certificate, no name (control)", CERT_ADD, LIVE, NULL, "@key.pem", "@cert.pem", 0, SILENT, {0}, 0, 0},
+    {"server name the certificate does not cover (one WARNING)", CERT_ADD, LIVE, "gamma.test", "@key.pem", "@cert.pem", 0, WARN1, {"not valid for server name \"gamma.test\"", "(the certificate's names: localhost)"}, 0, 0},
     {"RSA-1024 certificate (under OpenSSL's security level)", NEW, LIVE, "localhost", "@rsa1024_key.pem", "@rsa1024.pem", 0, ERROR, {"rsa1024.pem", "refuses it"}, 0, 0},
     {"expired certificate (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@expired.pem", 0, WARN1, {"expired.pem", "expired on"}, 0, 0},
     {"chain out of order (one WARNING)", NEW, LIVE, "localhost", "@key.pem", "@wrong_chain.pem", 0, WARN1, {"did not issue certificate 1", 0}, 0, 0},
@@ -179,8 +198,8 @@ static const row_s rows[] = {
 
     /* -------- fio_tls_proto_add -------- */
     {"NULL object", PROTO_ADD, NULLOBJ, "h2", NULL, NULL, 0, ERROR, {"NULL", 0}, 0, 0},
-    {"destroyed object", PROTO_ADD, DESTROYED, "h2", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
-    {"foreign pointer", PROTO_ADD, FOREIGN, "h2", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
+    {"destroyed object", PROTO_ADD, DESTROYED, "h2", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", PROTO_ADD, FOREIGN, "h2", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
     {"NULL name", PROTO_ADD, LIVE, NULL, NULL, NULL, 0, ERROR, {"protocol name is NULL or empty", 0}, 0, 0},
     {"empty name", PROTO_ADD, LIVE, "", NULL, NULL, 0, ERROR, {"protocol name is NULL or empty", 0}, 0, 0},
     {"name of 256 bytes", PROTO_ADD, LIVE, "#alpn256", NULL, NULL, 0, ERROR, {"256 bytes", "255"}, 0, 0},
@@ -193,8 +212,8 @@ static const row_s rows[] = {
 
     /* -------- fio_tls_trust -------- */
     {"NULL object", TRUST, NULLOBJ, "@cert.pem", NULL, NULL, 0, ERROR, {"NULL", 0}, 0, 0},
-    {"destroyed object", TRUST, DESTROYED, "@cert.pem", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
-    {"foreign pointer", TRUST, FOREIGN, "@cert.pem", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
+    {"destroyed object", TRUST, DESTROYED, "@cert.pem", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", TRUST, FOREIGN, "@cert.pem", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
     {"NULL CA file (system store)", TRUST, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
     {"valid CA file (control)", TRUST, LIVE, "@ca.pem", NULL, NULL, 0, SILENT, {0}, 0, 0},
     {"missing CA file", TRUST, LIVE, "@missing.pem", NULL, NULL, 0, ERROR, {"CA file", "No such file or directory"}, 0, 0},
@@ -202,14 +221,14 @@ static const row_s rows[] = {
     {"CA file is a symlink loop", TRUST, LIVE, "@loop_b", NULL, NULL, 0, ERROR, {"CA file", "Too many levels of symbolic links"}, 0, 0},
     {"CA file is a 50 MiB junk file", TRUST, LIVE, "@junk50m", NULL, NULL, 0, ERROR, {"CA file", "larger than"}, 0, 0},
     {"CA file of mode 000, read by nobody", TRUST, LIVE, "@mode000", NULL, NULL, 0, ERROR, {"CA file", "Permission denied"}, 0, AS_NOBODY},
-    {"CA file is a private key", TRUST, LIVE, "@key.pem", NULL, NULL, 0, ERROR, {"CA file", "no valid PEM"}, 0, 0},
+    {"CA file is a private key", TRUST, LIVE, "@key.pem", NULL, NULL, 0, ERROR, {"CA file", "holds a private key, not CA certificates"}, 0, 0},
     {"CA file name not UTF-8", TRUST, LIVE, "/tmp/\xff.pem", NULL, NULL, 0, ERROR, {"CA file name", "not valid UTF-8"}, 0, 0},
     {"CA file is a FIFO with no writer (no hang)", TRUST, LIVE, "@fifo", NULL, NULL, 0, ERROR, {"fifo", "not a regular file"}, 0, 0},
 
     /* -------- fio_tls_accept / fio_tls_connect without facil.io -------- */
     {"NULL object", ACCEPT, NULLOBJ, NULL, NULL, NULL, U_FAKE, ERROR, {"NULL", 0}, 0, 0},
-    {"destroyed object", ACCEPT, DESTROYED, NULL, NULL, NULL, U_FAKE, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
-    {"foreign pointer", CONNECT, FOREIGN, NULL, NULL, NULL, U_FAKE, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
+    {"destroyed object", ACCEPT, DESTROYED, NULL, NULL, NULL, U_FAKE, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", CONNECT, FOREIGN, NULL, NULL, NULL, U_FAKE, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
     {"live object, no facil.io in the process", ACCEPT, LIVE, NULL, NULL, NULL, U_FAKE, ERROR, {"facil.io is not linked", 0}, 0, PURE_ONLY},
     {"live object, no facil.io in the process", CONNECT, LIVE, NULL, NULL, NULL, U_FAKE, ERROR, {"facil.io is not linked", 0}, 0, PURE_ONLY},
 
@@ -221,17 +240,37 @@ static const row_s rows[] = {
     {"uuid already closed", ACCEPT, LIVE, NULL, NULL, NULL, U_CLOSED, ERROR, {"not an open connection", 0}, 0, FACIL_ONLY},
     {"uuid already closed", CONNECT, LIVE, NULL, NULL, NULL, U_CLOSED, ERROR, {"not an open connection", 0}, 0, FACIL_ONLY},
     {"NULL object on a live uuid (the uuid is closed)", ACCEPT, NULLOBJ, NULL, NULL, NULL, U_LIVE, ERROR, {"NULL", 0}, 0, FACIL_ONLY},
-    {"destroyed object on a live uuid (the uuid is closed)", CONNECT, DESTROYED, NULL, NULL, NULL, U_LIVE, ERROR, {"not a live fio_tls_s", 0}, 0, FACIL_ONLY},
+    {"destroyed object on a live uuid (the uuid is closed)", CONNECT, DESTROYED, NULL, NULL, NULL, U_LIVE, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, FACIL_ONLY},
     {"live uuid (fio_fd2uuid), peer silent for 1 s: still open", ACCEPT, LIVE, NULL, NULL, NULL, U_LIVE, SILENT, {0}, 0, FACIL_ONLY | QUIET_PEER},
     {"live uuid, peer hangs up (DEBUG line only)", ACCEPT, LIVE, NULL, NULL, NULL, U_LIVE, SILENT, {0}, 0, FACIL_ONLY},
     {"live uuid, peer hangs up (one WARNING)", CONNECT, LIVE, NULL, NULL, NULL, U_LIVE, WARN1, {"TLS handshake failed (client", 0}, 0, FACIL_ONLY},
     {"twice on the same live uuid, peer hangs up", ACCEPT, LIVE, NULL, NULL, NULL, U_LIVE, ANYLOG, {0}, 0, FACIL_ONLY | TWICE},
     {"twice on the same live uuid, peer hangs up", CONNECT, LIVE, NULL, NULL, NULL, U_LIVE, ANYLOG, {0}, 0, FACIL_ONLY | TWICE},
 
+    /* -------- stale handles and races -------- */
+    {"stale handle: destroyed, a new object made in its place", CERT_ADD, REPLACED, "a.test", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"stale handle: destroyed, a new object made in its place", PROTO_ADD, REPLACED, "h2", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"stale handle: destroyed, a new object made in its place", TRUST, REPLACED, "@ca.pem", NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"stale handle: destroyed, a new object made in its place", ACCEPT, REPLACED, NULL, NULL, NULL, U_FAKE, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"stale handle: a second destroy after a new object was made leaves it alone", DESTROY, REPLACED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"destroyed by another thread while two threads add protocols", PROTO_ADD, RACING, "h2", NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+    {"destroyed by another thread while two threads add certificates", CERT_ADD, RACING, "a.test", NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+    {"destroyed by another thread while two threads set trust", TRUST, RACING, "@ca.pem", NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+    {"destroyed by another thread while two threads start connections", ACCEPT, RACING, NULL, NULL, NULL, U_FAKE, ANYLOG, {0}, 0, PURE_ONLY},
+    {"destroyed by three threads at once", DESTROY, RACING, NULL, NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+
+    /* -------- fio_tls_reload -------- */
+    {"NULL: every live object", RELOAD, NULLOBJ, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
+    {"live object (self-signed: nothing to re-read)", RELOAD, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
+    {"destroyed object", RELOAD, DESTROYED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", RELOAD, FOREIGN, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
+    {"stale handle: destroyed, a new object made in its place", RELOAD, REPLACED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"destroyed by another thread while two threads reload it", RELOAD, RACING, NULL, NULL, NULL, 0, ANYLOG, {0}, 0, 0},
+
     /* -------- fio_tls_destroy -------- */
     {"NULL (ignored, like free)", DESTROY, NULLOBJ, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
-    {"twice (destroyed object)", DESTROY, DESTROYED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
-    {"foreign pointer", DESTROY, FOREIGN, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", 0}, 0, 0},
+    {"twice (destroyed object)", DESTROY, DESTROYED, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "destroyed by fio_tls_destroy"}, 0, 0},
+    {"foreign pointer", DESTROY, FOREIGN, NULL, NULL, NULL, 0, ERROR, {"not a live fio_tls_s", "never returned by fio_tls_new"}, 0, 0},
     {"live object (control)", DESTROY, LIVE, NULL, NULL, NULL, 0, SILENT, {0}, 0, 0},
 };
 
@@ -380,8 +419,78 @@ static intptr_t make_uuid(uuid_e kind) {
 }
 #endif
 
+/* RACING rows: the call under test, in a loop, on two threads */
+typedef struct {
+  const row_s *r;
+  fio_tls_s *tls;
+  const char *a, *b, *c;
+  volatile int *go;
+} racer_s;
+
+static void *racer(void *arg) {
+  racer_s *x = arg;
+  /* making a self-signed certificate or building contexts takes a while */
+  int rounds = x->r->op == PROTO_ADD || x->r->op == DESTROY ||
+                       x->r->op == ACCEPT || x->r->op == RELOAD
+                   ? 400
+                   : 25;
+  while (!*x->go)
+    ;
+  for (int i = 0; i < rounds; ++i) {
+    switch (x->r->op) {
+    case CERT_ADD:
+      fio_tls_cert_add(x->tls, x->a, x->b, x->c);
+      break;
+    case PROTO_ADD:
+      fio_tls_proto_add(x->tls, x->a, NULL);
+      break;
+    case TRUST:
+      fio_tls_trust(x->tls, x->a);
+      break;
+    case ACCEPT:
+      fio_tls_accept(0x100, x->tls, NULL);
+      break;
+    case DESTROY:
+      fio_tls_destroy(x->tls);
+      break;
+    case RELOAD:
+      fio_tls_reload(x->tls);
+      break;
+    default:
+      break;
+    }
+  }
+  return NULL;
+}
+
+static int run_racing_row(const row_s *r, const char *a, const char *b,
+                          const char *c) {
+  volatile int go = 0;
+  fio_tls_s *tls = fio_tls_new(NULL, NULL, NULL);
+  if (!tls) {
+    printf("#   setup: fio_tls_new(NULL, NULL, NULL) failed\n");
+    return 3;
+  }
+  racer_s x = {r, tls, a, b, c, &go};
+  pthread_t t[2];
+  for (int i = 0; i < 2; ++i)
+    if (pthread_create(&t[i], NULL, racer, &x)) {
+      printf("#   setup: pthread_create failed\n");
+      return 3;
+    }
+  go = 1;
+  usleep(300);
+  fio_tls_destroy(tls);
+  for (int i = 0; i < 2; ++i)
+    pthread_join(t[i], NULL);
+  return 0;
+}
+
 static int run_row(const row_s *r) {
   fio_tls_s *tls = NULL;
+  fio_tls_s *replacement = NULL; /* REPLACED: the object made after */
+  if (r->obj == RACING)
+    return run_racing_row(r, arg(r->a), arg(r->b), arg(r->c));
   switch (r->obj) {
   case LIVE:
     if (r->op != NEW && !(tls = fio_tls_new(NULL, NULL, NULL))) {
@@ -397,6 +506,19 @@ static int run_row(const row_s *r) {
     break;
   case FOREIGN:
     tls = (fio_tls_s *)(void *)foreign_object;
+    break;
+  case REPLACED:
+    tls = fio_tls_new(NULL, NULL, NULL);
+    fio_tls_destroy(tls);
+    replacement = fio_tls_new(NULL, NULL, NULL);
+    if (!replacement) {
+      printf("#   setup: fio_tls_new(NULL, NULL, NULL) failed\n");
+      return 3;
+    }
+    if (replacement == tls)
+      printf("#   (the new object has the stale handle's value)\n");
+    break;
+  case RACING:
     break;
   }
   const char *a = arg(r->a), *b = arg(r->b), *c = arg(r->c);
@@ -456,9 +578,18 @@ static int run_row(const row_s *r) {
     fio_tls_destroy(tls);
     tls = NULL; /* destroyed (or never ours) */
     break;
+  case RELOAD:
+    fio_tls_reload(tls);
+    break;
   }
   if (r->obj == LIVE)
     fio_tls_destroy(tls);
+  if (replacement) {
+    /* left alone by the stale handle: still live (these two calls log
+     * nothing), with no protocol added through the stale handle */
+    fio_tls_proto_add(replacement, "still-live", NULL);
+    fio_tls_destroy(replacement);
+  }
   return 0;
 }
 

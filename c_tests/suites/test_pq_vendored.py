@@ -1,23 +1,17 @@
 """Post-quantum key exchange and the vendored OpenSSL build (issue 13).
 
-Self-contained pytest file (no conftest needed). Run by `make check-pq`
-(part of `make check`), for either build:
+Part of make check's pytest run, for either build:
 
-    make check-pq                    # system OpenSSL: the classical checks
-    make check-pq OPENSSL=vendored   # OpenSSL 3.5 LTS inside: all checks
+    make check                    # system OpenSSL: the classical checks
+    make check OPENSSL=vendored   # OpenSSL 3.5 LTS inside: all checks
 
-Environment (set by the Makefile; defaults in brackets):
-  FIO_TLS_BUILD    the build's output directory, holding libfio_tls.so,
-                   libfio_tls.a and c_tests/static/{fio_server,fio_client,
-                   isolation} [build]
-  FIO_TLS_OPENSSL  "system" or "vendored": which build that is [system]
-  FIO_TLS_TMP      where the tests keep their files [FIO_TLS_BUILD/pq-tests]
-  FIO_TLS_TARGET   the cargo target dir whose compiled build.rs is checked
-                   [target/vendored for vendored, else target]
-
-Tests that need the vendored build (ML-KEM, symbol isolation) are skipped,
-with the reason, on the system build. Every server binds 127.0.0.1 only and
-runs in its own session (facil.io signals its process group).
+conftest.py's options say which build this is: --build-dir (libfio_tls.so,
+libfio_tls.a, c_tests/static/{fio_server,fio_client,isolation}), --openssl
+(system or vendored) and --cargo-target-dir (whose compiled build.rs is
+checked). Tests that need the vendored build (ML-KEM, symbol isolation) are
+skipped, with the reason, on the system build. Every server binds
+127.0.0.1 only and runs in its own session (facil.io signals its process
+group).
 """
 import os
 import re
@@ -26,28 +20,43 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 
 import pytest
 
-BUILD = os.environ.get("FIO_TLS_BUILD", "build")
-OPENSSL = os.environ.get("FIO_TLS_OPENSSL", "system")
-TMP = os.environ.get("FIO_TLS_TMP", os.path.join(BUILD, "pq-tests"))
-STATIC = os.path.join(BUILD, "c_tests", "static")
-SEED_FUNCTIONS = {"fio_tls_new", "fio_tls_cert_add", "fio_tls_proto_add",
-                  "fio_tls_accept", "fio_tls_connect", "fio_tls_destroy",
-                  "fio_tls_trust"}
+# set from conftest's paths by the autouse fixture below
+BUILD = TMP = STATIC = OPENSSL = TARGET = None
 
-vendored_only = pytest.mark.skipif(
-    OPENSSL != "vendored",
-    reason="needs the vendored build (OpenSSL 3.5 LTS): make check OPENSSL=vendored")
+
+def header_functions(header):
+    """The functions fio_tls.h declares: all that libfio_tls may export."""
+    with open(header) as f:
+        return set(re.findall(r"^[a-z][a-z_ *]*[ *](fio_tls_[a-z_]+)\(", f.read(), re.M))
+
+
+@pytest.fixture(autouse=True)
+def _build(paths, tmp_path):
+    global BUILD, TMP, STATIC, OPENSSL, TARGET
+    BUILD, TMP, OPENSSL = paths.build, str(tmp_path), paths.openssl
+    STATIC = os.path.join(paths.ct, "static")
+    TARGET = paths.target
+
+
+@pytest.fixture
+def vendored(paths):
+    if paths.openssl != "vendored":
+        pytest.skip("needs the vendored build (OpenSSL 3.5 LTS): make check OPENSSL=vendored")
+
+
+@pytest.fixture
+def seed_functions(paths):
+    return header_functions(paths.header)
 
 
 def program(name):
     path = os.path.join(STATIC, name)
     if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} is missing: build it with make check-pq OPENSSL={OPENSSL}")
+        pytest.fail(f"{path} is missing: build it with make check-programs OPENSSL={OPENSSL}")
     return path
 
 
@@ -96,7 +105,7 @@ class Server:
 
 
 @pytest.fixture
-def server():
+def server(_build):
     srv = Server("selfsigned", "localhost")
     yield srv
     srv.stop()
@@ -133,10 +142,8 @@ def s_client(port, *args):
 def build_script():
     """The compiled build.rs of this build (the newest, if cargo kept
     several)."""
-    target = os.environ.get("FIO_TLS_TARGET",
-                            "target/vendored" if OPENSSL == "vendored" else "target")
     found = []
-    root = os.path.join(target, "release", "build")
+    root = os.path.join(TARGET, "release", "build")
     for d in os.listdir(root) if os.path.isdir(root) else []:
         p = os.path.join(root, d, "build-script-build")
         if d.startswith("fio_tls-") and os.access(p, os.X_OK):
@@ -154,8 +161,7 @@ def build_script():
 ])
 def test_build_script_reports_the_openssl_version_and_refuses_older_than_3(tmp_path, number, version,
                                                                            accepted):
-    # an empty manifest dir: past the gate the script stops at the missing
-    # cbindgen.toml, so nothing of the source tree is touched
+    # an empty manifest dir and OUT_DIR: nothing of the source tree is touched
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEP_OPENSSL", "CARGO_FEATURE"))}
     env.update(DEP_OPENSSL_VERSION_NUMBER=number, OUT_DIR=str(tmp_path),
                CARGO_MANIFEST_DIR=str(tmp_path))
@@ -165,7 +171,8 @@ def test_build_script_reports_the_openssl_version_and_refuses_older_than_3(tmp_p
         assert f"cargo:warning=fio_tls: building against OpenSSL {version} (system)" in out, out
     else:
         assert res.returncode != 0, out
-        assert f"needs OpenSSL 3.0 or newer, but openssl-sys found OpenSSL {version}" in out, out
+        assert "needs OpenSSL 3.0 or newer" in out, out
+        assert f"the OpenSSL found is {version} " in out, out
         assert "OPENSSL=vendored" in out, out
         assert "cargo:warning=fio_tls: building against" not in out, out
 
@@ -173,8 +180,7 @@ def test_build_script_reports_the_openssl_version_and_refuses_older_than_3(tmp_p
 # ---------------------------------------------------------------------------
 # The artefacts of the vendored build
 # ---------------------------------------------------------------------------
-@vendored_only
-def test_static_library_defines_only_fio_tls_globals():
+def test_static_library_defines_only_fio_tls_globals(vendored, seed_functions):
     res = run(["nm", "-g", "--defined-only", os.path.join(BUILD, "libfio_tls.a")])
     assert res.returncode == 0, res.stderr
     defined = {}
@@ -182,7 +188,7 @@ def test_static_library_defines_only_fio_tls_globals():
         parts = line.split()
         if len(parts) == 3:
             defined[parts[2]] = parts[1]
-    assert set(defined) == SEED_FUNCTIONS, sorted(set(defined) ^ SEED_FUNCTIONS)
+    assert set(defined) == seed_functions, sorted(set(defined) ^ seed_functions)
     assert set(defined.values()) == {"T"}, defined
     members = run(["ar", "t", os.path.join(BUILD, "libfio_tls.a")]).stdout.split()
     assert len(members) == 1, members
@@ -195,21 +201,20 @@ def test_static_library_defines_only_fio_tls_globals():
     assert "fio_rw_hook_set" in undefined, "facil.io's functions stay undefined (weak)"
 
 
-@vendored_only
-def test_shared_library_carries_its_own_openssl():
+def test_shared_library_carries_its_own_openssl(vendored, seed_functions):
     so = os.path.join(BUILD, "libfio_tls.so")
     needed = re.findall(r"\(NEEDED\).*\[(.*)\]", run(["readelf", "-d", so]).stdout)
     assert needed and not [n for n in needed if "libssl" in n or "libcrypto" in n], needed
     exports = {line.split()[-1].split("@")[0]
                for line in run(["nm", "-D", "--defined-only", so]).stdout.splitlines()
                if len(line.split()) >= 3 and line.split()[-2] != "A"}
-    assert exports == SEED_FUNCTIONS, sorted(exports ^ SEED_FUNCTIONS)
+    assert exports == seed_functions, sorted(exports ^ seed_functions)
     # OpenSSL 3.5 is inside (its version string is in the read-only data)
     assert b"OpenSSL 3.5." in open(so, "rb").read()
 
 
-@vendored_only
-def test_one_process_two_openssls():
+@pytest.mark.facil
+def test_one_process_two_openssls(vendored):
     """An application linking libfio_tls.a and the system's libssl: each
     OpenSSL serves its own caller. Our library's server runs on 3.5, the
     program's own client on the system's 3.0 (so the pair agrees on X25519,
@@ -241,8 +246,8 @@ def test_one_process_two_openssls():
 # ---------------------------------------------------------------------------
 # Post-quantum key exchange
 # ---------------------------------------------------------------------------
-@vendored_only
-def test_our_client_and_server_negotiate_x25519mlkem768(server):
+@pytest.mark.facil
+def test_our_client_and_server_negotiate_x25519mlkem768(vendored, server):
     res = run([program("fio_client"), "-l", "5", "--name", "localhost", "http",
                f"http://127.0.0.1:{server.port}/"])
     out = res.stdout + res.stderr
@@ -255,6 +260,7 @@ def test_our_client_and_server_negotiate_x25519mlkem768(server):
 # ---------------------------------------------------------------------------
 # Classical clients on Debian's OpenSSL 3.0 (both builds)
 # ---------------------------------------------------------------------------
+@pytest.mark.facil
 def test_openssl_s_client_gets_x25519(server):
     out = s_client(server.port)
     assert "Hello from facil.io" in out, out
@@ -263,6 +269,7 @@ def test_openssl_s_client_gets_x25519(server):
     assert server.handshakes() == [("TLSv1.3", "x25519")], server.text()
 
 
+@pytest.mark.facil
 def test_curl_gets_x25519(server):
     if not shutil.which("curl"):
         pytest.skip("curl not installed")
@@ -274,6 +281,7 @@ def test_curl_gets_x25519(server):
     assert server.handshakes() == [("TLSv1.3", "x25519")], server.text()
 
 
+@pytest.mark.facil
 def test_python_ssl_gets_x25519(server):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -290,6 +298,7 @@ def test_python_ssl_gets_x25519(server):
     assert server.handshakes() == [("TLSv1.3", "x25519")], (ssl.OPENSSL_VERSION, server.text())
 
 
+@pytest.mark.facil
 def test_a_p521_only_client_is_served(server):
     """X448 and P-521 were missing from the group list before issue 13."""
     for group, name in (("P-521", "secp521r1"), ("X448", "x448")):
@@ -297,6 +306,3 @@ def test_a_p521_only_client_is_served(server):
         assert "CONNECTION ESTABLISHED" in out and "Hello from facil.io" in out, out
         assert wait_for(lambda: name in [g for _, g in server.handshakes()]), server.text()
 
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))

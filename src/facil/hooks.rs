@@ -16,6 +16,16 @@
 //! the application's protocol (replacing ours; facil.io then calls our
 //! `on_close`, which frees it). A data event is forced afterwards, so bytes
 //! that arrived together with the client's Finished are not left waiting.
+//! A client connection that closes before its handshake finished gets the
+//! same task from `cleanup`, and its callback runs on the closed uuid (see
+//! [`handover_task`]): this is what lets facil.io's `http_connect` run
+//! `on_finish` after a failed handshake.
+//!
+//! Every function facil.io calls runs inside the panic boundary
+//! ([`ffi_boundary!`]). After a panic in a hook the connection is marked
+//! broken: that hook and every later one return -1 with `ECONNABORTED`
+//! (facil.io's `fio_read` then closes the connection, and `fio_flush` stops
+//! retrying), and a data event is forced so that a read comes to close it.
 //!
 //! Locking: every hook takes the connection's mutex, so the read hook
 //! (called by facil.io without its socket lock) and write/flush (called
@@ -23,14 +33,14 @@
 //! the mutex we only call `fio_force_event`, which takes no facil.io lock.
 
 use super::sys::{self, FioProtocol, FioRwHooks, FIO_EVENT_ON_DATA, FIO_EVENT_ON_READY};
-use crate::log::{log_debug, log_info, log_warning};
+use crate::ffi::boundary::{ffi_boundary, set_errno};
+use crate::log::{self, log_debug, log_warning, Level};
 use crate::tls::{Built, Connection, Handshake, Phase, ReadOutcome, Role};
 use libc::{c_void, size_t, ssize_t};
 use once_cell::sync::Lazy;
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::mem::ManuallyDrop;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -83,6 +93,9 @@ pub struct HostConn {
     handover_done: AtomicBool,
     /// Set when we closed the uuid because the handshake deadline passed.
     deadline_hit: AtomicBool,
+    /// Set when a hook panicked: the connection state may be half-changed,
+    /// so every later hook fails and the connection is closed.
+    broken: AtomicBool,
     /// The uuid's timeout before the handshake deadline replaced it.
     saved_timeout: u8,
     started: Instant,
@@ -100,6 +113,22 @@ impl HostConn {
     fn close_for_deadline(&self) {
         self.deadline_hit.store(true, Ordering::Release);
         sys::close(self.uuid);
+    }
+
+    /// What a read, write or flush hook returns after a panic, and on every
+    /// call after one: -1 with `ECONNABORTED`. The first time, a data event
+    /// is forced: the protocol's read then gets this error and facil.io
+    /// closes the connection (a hook must not close it itself).
+    fn fail_after_panic(&self) -> ssize_t {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            sys::force_event(self.uuid, FIO_EVENT_ON_DATA);
+        }
+        set_errno(libc::ECONNABORTED);
+        -1
+    }
+
+    fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 }
 
@@ -151,15 +180,21 @@ const SWEEP_INTERVAL_MS: usize = 250;
 fn track_deadline(conn: &Arc<HostConn>) {
     // SAFETY: getpid(2) has no preconditions.
     let pid = unsafe { libc::getpid() };
-    if SWEEPER_PID.swap(pid, Ordering::AcqRel) != pid && sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
-        SWEEPER_PID.store(0, Ordering::Release);
+    if SWEEPER_PID.swap(pid, Ordering::AcqRel) != pid {
+        if sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
+            SWEEPER_PID.store(0, Ordering::Release);
+        }
+        // this process's first TLS connection: its tickets follow the key
+        // file as it is now (the sweep then checks it on schedule)
+        super::ticket_watch::tick();
     }
     let deadline = conn.started + Duration::from_secs(handshake_timeout() as u64);
     HANDSHAKES.lock().unwrap_or_else(|p| p.into_inner()).push_back((deadline, Arc::downgrade(conn)));
 }
 
 unsafe extern "C" fn sweep_deadlines(_arg: *mut c_void) {
-    boundary("handshake deadline sweep", (), || {
+    ffi_boundary!("handshake deadline sweep", {
+        super::ticket_watch::tick();
         let now = Instant::now();
         let mut expired = Vec::new();
         {
@@ -233,6 +268,7 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
         handed_over: AtomicBool::new(false),
         handover_done: AtomicBool::new(false),
         deadline_hit: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
         saved_timeout: sys::timeout_get(uuid),
         started: Instant::now(),
     });
@@ -287,7 +323,7 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
     }
     if step == Handshake::Done && !conn.handed_over.swap(true, Ordering::AcqRel) {
         log_done(conn, tls);
-        schedule_handover(conn);
+        schedule_handover(conn, false);
     }
     step
 }
@@ -295,7 +331,7 @@ fn advance(conn: &Arc<HostConn>, tls: &mut Connection) -> Handshake {
 /// DEBUG: what a finished handshake agreed on (the key exchange group shows
 /// whether it was post-quantum).
 fn log_done(conn: &HostConn, tls: &Connection) {
-    if !crate::log::enabled(crate::log::Level::Debug) {
+    if !log::enabled(Level::Debug) {
         return;
     }
     let side = if tls.role() == Role::Server { "server" } else { "client" };
@@ -309,46 +345,75 @@ fn log_done(conn: &HostConn, tls: &Connection) {
     );
 }
 
-fn log_failure(conn: &HostConn, tls: &Connection, reason: &str) {
-    let role = tls.role();
-    let side = if role == Role::Server { "server" } else { "client" };
+/// How a failed handshake is logged: WARNING on a client; INFO on a
+/// server, except DEBUG for a peer that simply hung up (scanners, health
+/// checks: routine for a server). A close by the handshake deadline is the
+/// server's decision, not a hang-up: INFO.
+fn failure_level(role: Role, peer_hung_up: bool, deadline: bool) -> Level {
     match role {
-        // A peer that hangs up mid-handshake (scanners, health checks) is
-        // routine for a server: keep it out of the default log.
-        Role::Server if tls.peer_hung_up() => {
-            log_debug!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid)
-        }
-        Role::Server => log_info!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid),
-        Role::Client => log_warning!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid),
+        Role::Client => Level::Warning,
+        Role::Server if peer_hung_up && !deadline => Level::Debug,
+        Role::Server => Level::Info,
     }
 }
 
-fn schedule_handover(conn: &Arc<HostConn>) {
+fn log_failure(conn: &HostConn, tls: &Connection, reason: &str) {
+    let role = tls.role();
+    let side = if role == Role::Server { "server" } else { "client" };
+    let level = failure_level(role, tls.peer_hung_up(), conn.deadline_hit.load(Ordering::Acquire));
+    log::write(level, format_args!("TLS handshake failed ({side}, uuid {:#x}): {reason}", conn.uuid));
+}
+
+/// Schedules [`handover_task`]; `after_close`: scheduled by `cleanup` for
+/// a client whose connection ended before its handshake did.
+fn schedule_handover(conn: &Arc<HostConn>, after_close: bool) {
     let raw = Arc::into_raw(conn.clone()) as *mut c_void;
     // SAFETY: the task takes the reference back; if scheduling fails we do.
-    let ok = unsafe { sys::defer(handover_task, raw, core::ptr::null_mut()) };
+    let ok = unsafe { sys::defer(handover_task, raw, after_close as usize as *mut c_void) };
     if ok != Ok(0) {
         drop(unsafe { Arc::from_raw(raw as *const HostConn) });
     }
 }
 
-/// Deferred: hands the finished connection to the ALPN-selected protocol.
-unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
+/// Deferred: hands the connection to the ALPN-selected protocol (the first
+/// one added when none was negotiated).
+///
+/// A client's callback runs exactly once per `fio_tls_connect`, whether or
+/// not the handshake succeeded: after a failure (`after_close`, scheduled
+/// by `cleanup`) or a close right after the handshake, it runs with the
+/// uuid already closed. That is how the application learns of the failure
+/// and gets its udata back: a protocol it attaches to the closed uuid gets
+/// its `on_close` from facil.io at once, and facil.io's `http_connect`
+/// then runs the request's `on_finish` (its "http/1.1" callback attaches
+/// the HTTP client protocol, whose `on_close` calls `on_finish`). Nothing
+/// the callback writes reaches the wire: the uuid is closed. A server
+/// connection that closed first gets no callback (its udata is shared by
+/// the listener, and failed handshakes are routine there).
+unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
     let conn = Arc::from_raw(arg as *const HostConn);
-    boundary("protocol hand-over", (), || {
-        if sys::is_closed(conn.uuid) {
-            // E.g. a TLS 1.3 server that refused our certificate after our
-            // side of the handshake was done.
-            let side_is_client = conn.lock().role() == Role::Client;
-            let msg = "connection closed right after the TLS handshake; no protocol was started";
-            if side_is_client {
-                log_warning!("uuid {:#x}: {msg}", conn.uuid);
-            } else {
-                log_debug!("uuid {:#x}: {msg}", conn.uuid);
-            }
+    let after_close = !after_close.is_null();
+    ffi_boundary!("protocol hand-over", {
+        let closed = sys::is_closed(conn.uuid);
+        let client = conn.lock().role() == Role::Client;
+        if after_close && !closed {
+            // cleanup ran because the uuid got other rw hooks (a second
+            // fio_tls_connect on it): the uuid is someone else's now.
+            log_debug!("uuid {:#x}: TLS hooks replaced before the handshake finished", conn.uuid);
             return;
         }
-        sys::timeout_set(conn.uuid, conn.saved_timeout);
+        if closed && !after_close {
+            // E.g. a TLS 1.3 server that refused our certificate after our
+            // side of the handshake was done.
+            let msg = "connection closed right after the TLS handshake";
+            if !client {
+                log_debug!("uuid {:#x}: {msg}; no protocol was started", conn.uuid);
+                return;
+            }
+            log_warning!("uuid {:#x}: {msg}; the protocol callback runs on the closed uuid", conn.uuid);
+        }
+        if !closed {
+            sys::timeout_set(conn.uuid, conn.saved_timeout);
+        }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
         if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
             callback(conn.uuid, conn.udata.0);
@@ -357,15 +422,19 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, _unused: *mut c_void) {
         // Records that came with the handshake may already be inside
         // OpenSSL, where no poll sees them. Bytes still in the socket are
         // reported by the poll (our on_data re-armed it when it returned).
-        if conn.lock().has_buffered_input() {
+        if !closed && conn.lock().has_buffered_input() {
             sys::force_event(conn.uuid, FIO_EVENT_ON_DATA);
         }
     });
 }
 
 unsafe extern "C" fn hs_on_data(uuid: isize, pr: *mut FioProtocol) {
-    let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
-    boundary("handshake", (), || {
+    ffi_boundary!("handshake", {
+        let conn = (*(pr as *mut HandshakeProtocol)).conn.clone();
+        if conn.is_broken() {
+            sys::close(uuid);
+            return;
+        }
         let mut tls = conn.lock();
         if tls.is_detached() {
             return;
@@ -413,20 +482,17 @@ fn close_if_abandoned(uuid: isize, ours: *mut FioProtocol) {
 /// handshake has taken too long (facil.io may ping a fresh uuid early: its
 /// idle clock can start at 0), and without a `ping` of ours facil.io would
 /// install one that closes the connection.
-unsafe extern "C" fn hs_ping(_uuid: isize, _pr: *mut FioProtocol) {}
+unsafe extern "C" fn hs_ping(_uuid: isize, _pr: *mut FioProtocol) {
+    ffi_boundary!("handshake ping", {})
+}
 
 unsafe extern "C" fn hs_on_shutdown(_uuid: isize, _pr: *mut FioProtocol) -> u8 {
-    0
+    ffi_boundary!("handshake shutdown", { 0 })
 }
 
 unsafe extern "C" fn hs_on_close(_uuid: isize, pr: *mut FioProtocol) {
     // Frees the protocol object and its reference to the connection.
-    drop(Box::from_raw(pr as *mut HandshakeProtocol));
-}
-
-fn set_errno(code: i32) {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = code };
+    ffi_boundary!("handshake close", { drop(Box::from_raw(pr as *mut HandshakeProtocol)) })
 }
 
 fn fail_with(e: &io::Error) -> ssize_t {
@@ -443,18 +509,6 @@ fn fail_with(e: &io::Error) -> ssize_t {
     -1
 }
 
-/// Runs `f`, turning a panic into an error line and `fallback`: no panic
-/// unwinds into facil.io.
-pub fn boundary<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => {
-            crate::log::log_error!("internal error in {what}; the operation was abandoned");
-            fallback
-        }
-    }
-}
-
 /// Views the hook udata (made by `Arc::into_raw`) as an `Arc` without
 /// taking or releasing a reference: the host's reference is released only
 /// by `hook_cleanup`.
@@ -462,108 +516,153 @@ unsafe fn conn_of(udata: *mut c_void) -> ManuallyDrop<Arc<HostConn>> {
     ManuallyDrop::new(Arc::from_raw(udata as *const HostConn))
 }
 
+/// The read hook: `read(2)` over TLS. A `count` of 0 returns 0 without
+/// touching `buf` or the connection (as `read(2)` does; facil.io's
+/// `fio_read` never asks for 0 bytes); a NULL `buf` with a non-zero `count`
+/// is -1 with `EFAULT`.
 unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void, count: size_t) -> ssize_t {
-    let Some(conn) = live_conn(udata, uuid) else {
-        set_errno(libc::EBADF);
-        return -1;
-    };
-    boundary("read hook", -1, || {
-        let mut tls = conn.lock();
-        if tls.phase() == Phase::Handshaking {
-            // An application protocol replaced ours early: drive from here.
-            match advance(&conn, &mut tls) {
-                Handshake::Done => {}
-                Handshake::InProgress => {
-                    set_errno(libc::EAGAIN);
-                    return -1;
-                }
-                Handshake::Failed(reason) => {
-                    log_failure(&conn, &tls, &reason);
-                    set_errno(libc::ECONNABORTED);
-                    return -1;
-                }
-            }
-        }
-        let out = std::slice::from_raw_parts_mut(buf as *mut u8, count);
-        let result = match tls.read(out) {
-            ReadOutcome::Data(n) => {
-                if tls.has_buffered_input() {
-                    // facil.io reads one buffer per event; more is already
-                    // here, so ask for another event.
-                    sys::force_event(uuid, FIO_EVENT_ON_DATA);
-                }
-                n as ssize_t
-            }
-            ReadOutcome::WouldBlock => {
-                set_errno(libc::EAGAIN);
-                -1
-            }
-            ReadOutcome::Closed => 0,
-            ReadOutcome::Error(e) => fail_with(&e),
+    ffi_boundary!("read hook (connection lookup)", {
+        let Some(conn) = live_conn(udata, uuid) else {
+            set_errno(libc::EBADF);
+            return -1;
         };
-        // Reading can make OpenSSL answer (session tickets, key updates).
-        if tls.pending_output() > 0 {
-            sys::force_event(uuid, FIO_EVENT_ON_READY);
-        }
-        result
+        ffi_boundary!("read hook", on_panic = conn.fail_after_panic(), {
+            if conn.is_broken() {
+                return conn.fail_after_panic();
+            }
+            if count == 0 {
+                return 0;
+            }
+            if buf.is_null() {
+                set_errno(libc::EFAULT);
+                return -1;
+            }
+            let mut tls = conn.lock();
+            if tls.phase() == Phase::Handshaking {
+                // An application protocol replaced ours early: drive from here.
+                match advance(&conn, &mut tls) {
+                    Handshake::Done => {}
+                    Handshake::InProgress => {
+                        set_errno(libc::EAGAIN);
+                        return -1;
+                    }
+                    Handshake::Failed(reason) => {
+                        log_failure(&conn, &tls, &reason);
+                        set_errno(libc::ECONNABORTED);
+                        return -1;
+                    }
+                }
+            }
+            // SAFETY: facil.io passes a buffer of `count` writable bytes
+            // (checked non-NULL above).
+            let out = std::slice::from_raw_parts_mut(buf as *mut u8, count);
+            let result = match tls.read(out) {
+                ReadOutcome::Data(n) => {
+                    if tls.has_buffered_input() {
+                        // facil.io reads one buffer per event; more is already
+                        // here, so ask for another event.
+                        sys::force_event(uuid, FIO_EVENT_ON_DATA);
+                    }
+                    n as ssize_t
+                }
+                ReadOutcome::WouldBlock => {
+                    set_errno(libc::EAGAIN);
+                    -1
+                }
+                ReadOutcome::Closed => 0,
+                ReadOutcome::Error(e) => fail_with(&e),
+            };
+            // Reading can make OpenSSL answer (session tickets, key updates).
+            if tls.pending_output() > 0 {
+                sys::force_event(uuid, FIO_EVENT_ON_READY);
+            }
+            result
+        })
     })
 }
 
+/// The write hook: `write(2)` over TLS. A `count` of 0 returns 0 without
+/// touching `buf` (facil.io's `fio_write(uuid, NULL, 0)` gets here); a NULL
+/// `buf` with a non-zero `count` is -1 with `EFAULT`.
 unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_void, count: size_t) -> ssize_t {
-    let conn = conn_of(udata);
-    boundary("write hook", -1, || {
-        let mut tls = conn.lock();
-        let data = std::slice::from_raw_parts(buf as *const u8, count);
-        match tls.write(data) {
-            // A short write is back-pressure (the socket is full, or one
-            // call's WRITE_LIMIT was reached): facil.io's fio_flush returns
-            // 1 and polls for writability. Forcing an event here would call
-            // us straight back on a full socket (a busy loop).
-            Ok(n) if n < count => n as ssize_t,
-            Ok(n) => {
-                // A full write. facil.io 0.7.0.beta4's file sender
-                // (fio_sock_write_from_fd) drops a finished file packet only
-                // on a later fio_flush: after the last chunk it reads past
-                // the end and then looks at errno. A "try later" errno it
-                // does not retry itself (a stale EAGAIN would make it spin)
-                // makes fio_flush report more to send, so the poller comes
-                // back for that packet; buffer packets never read errno.
-                // Forcing a write event instead would run a second
-                // concurrent fio_flush, and two flushes of a closing
-                // connection both close(2) its fd (facil.io's double close).
-                set_errno(libc::ENOTCONN);
-                // Ciphertext the kernel did not take is sent only by our
-                // flush hook, which facil.io calls when no packet is left.
-                if tls.pending_output() > 0 {
-                    sys::force_event(uuid, FIO_EVENT_ON_READY);
-                }
-                n as ssize_t
+    ffi_boundary!("write hook (connection lookup)", {
+        let conn = conn_of(udata);
+        ffi_boundary!("write hook", on_panic = conn.fail_after_panic(), {
+            if conn.is_broken() {
+                return conn.fail_after_panic();
             }
-            Err(e) => fail_with(&e),
-        }
+            if count == 0 {
+                return 0;
+            }
+            if buf.is_null() {
+                set_errno(libc::EFAULT);
+                return -1;
+            }
+            let mut tls = conn.lock();
+            // SAFETY: facil.io passes `count` readable bytes (checked
+            // non-NULL above).
+            let data = std::slice::from_raw_parts(buf as *const u8, count);
+            match tls.write(data) {
+                // A short write is back-pressure (the socket is full, or one
+                // call's WRITE_LIMIT was reached): facil.io's fio_flush returns
+                // 1 and polls for writability. Forcing an event here would call
+                // us straight back on a full socket (a busy loop).
+                Ok(n) if n < count => n as ssize_t,
+                Ok(n) => {
+                    // A full write. facil.io 0.7.0.beta4's file sender
+                    // (fio_sock_write_from_fd) drops a finished file packet only
+                    // on a later fio_flush: after the last chunk it reads past
+                    // the end and then looks at errno. A "try later" errno it
+                    // does not retry itself (a stale EAGAIN would make it spin)
+                    // makes fio_flush report more to send, so the poller comes
+                    // back for that packet; buffer packets never read errno.
+                    // Forcing a write event instead would run a second
+                    // concurrent fio_flush, and two flushes of a closing
+                    // connection both close(2) its fd (facil.io's double close).
+                    set_errno(libc::ENOTCONN);
+                    // Ciphertext the kernel did not take is sent only by our
+                    // flush hook, which facil.io calls when no packet is left.
+                    if tls.pending_output() > 0 {
+                        sys::force_event(uuid, FIO_EVENT_ON_READY);
+                    }
+                    n as ssize_t
+                }
+                Err(e) => fail_with(&e),
+            }
+        })
     })
 }
 
 unsafe extern "C" fn hook_flush(_uuid: isize, udata: *mut c_void) -> ssize_t {
-    let conn = conn_of(udata);
-    boundary("flush hook", -1, || {
-        let mut tls = conn.lock();
-        match tls.flush() {
-            Ok(left) => left as ssize_t,
-            // While closing, report "drained" so facil.io finishes the close
-            // instead of waiting on a dead peer.
-            Err(_) if tls.phase() == Phase::ShutDown => 0,
-            Err(e) => fail_with(&e),
-        }
+    ffi_boundary!("flush hook (connection lookup)", {
+        let conn = conn_of(udata);
+        ffi_boundary!("flush hook", on_panic = conn.fail_after_panic(), {
+            if conn.is_broken() {
+                return conn.fail_after_panic();
+            }
+            let mut tls = conn.lock();
+            match tls.flush() {
+                Ok(left) => left as ssize_t,
+                // While closing, report "drained" so facil.io finishes the close
+                // instead of waiting on a dead peer.
+                Err(_) if tls.phase() == Phase::ShutDown => 0,
+                Err(e) => fail_with(&e),
+            }
+        })
     })
 }
 
+/// Returns 0 (close now) after a panic or on a broken connection: no
+/// close_notify is owed on a connection whose state is in doubt.
 unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize_t {
-    // fio_force_close calls this without the socket lock too.
-    let Some(conn) = live_conn(udata, uuid) else {
-        return 0;
-    };
-    boundary("close hook", 0, || {
+    ffi_boundary!("close hook", on_panic = 0, {
+        // fio_force_close calls this without the socket lock too.
+        let Some(conn) = live_conn(udata, uuid) else {
+            return 0;
+        };
+        if conn.is_broken() {
+            return 0;
+        }
         let mut tls = conn.lock();
         // facil.io 0.7.0.beta4 closes an fd whose peer hung up from its
         // poller by fd *number*, racing any other thread that is closing
@@ -585,7 +684,7 @@ unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize
 /// handshake step or read still running on another thread, and guarantees
 /// none starts afterwards: the fd number may be reused as soon as we return.
 unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
-    boundary("cleanup hook", (), || {
+    ffi_boundary!("cleanup hook", {
         live_shard(udata as usize).remove(&(udata as usize));
         let conn = Arc::from_raw(udata as *const HostConn);
         let mut tls = conn.lock();
@@ -607,5 +706,167 @@ unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
         if let Some(reason) = unfinished {
             log_failure(&conn, &tls, &reason);
         }
+        let client = tls.role() == Role::Client;
+        drop(tls);
+        // A client whose connection ended before its handshake did still
+        // gets its protocol callback, on the closed uuid (see handover_task).
+        if client && !conn.handed_over.swap(true, Ordering::AcqRel) {
+            schedule_handover(&conn, true);
+        }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::boundary::{errno, test_support::panic_next};
+    use crate::tls::TlsConfig;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A connection as `start` makes it, minus facil.io: the rw hooks'
+    /// udata, registered as live.
+    fn host_conn(snapshot: &Arc<Snapshot>, role: Role, sock: &UnixStream) -> (isize, *mut c_void) {
+        let fd = sock.as_raw_fd();
+        let uuid = (fd as isize) << 8;
+        let ctx = if role == Role::Server { &snapshot.server } else { &snapshot.client };
+        let conn = Arc::new(HostConn {
+            uuid,
+            udata: Udata(core::ptr::null_mut()),
+            snapshot: snapshot.clone(),
+            tls: Mutex::new(Connection::new(ctx, role, fd, None).unwrap()),
+            handed_over: AtomicBool::new(false),
+            handover_done: AtomicBool::new(false),
+            deadline_hit: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            saved_timeout: 0,
+            started: Instant::now(),
+        });
+        let udata = Arc::into_raw(conn) as *mut c_void;
+        live_shard(udata as usize).insert(udata as usize);
+        (uuid, udata)
+    }
+
+    struct Pair {
+        server: (isize, *mut c_void),
+        client: (isize, *mut c_void),
+        _sockets: (UnixStream, UnixStream),
+    }
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            // SAFETY: the udata values came from host_conn.
+            unsafe {
+                hook_cleanup(self.server.1);
+                hook_cleanup(self.client.1);
+            }
+        }
+    }
+
+    fn phase(udata: *mut c_void) -> Phase {
+        // SAFETY: a live udata of host_conn.
+        unsafe { conn_of(udata) }.lock().phase()
+    }
+
+    /// A server and a client connection with their handshake done, driven
+    /// through the read hooks alone.
+    fn established() -> Pair {
+        let snapshot = Arc::new(TlsConfig::<Handler>::new(None, None, None).unwrap().build().unwrap());
+        let (s, c) = UnixStream::pair().unwrap();
+        s.set_nonblocking(true).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let pair = Pair {
+            server: host_conn(&snapshot, Role::Server, &s),
+            client: host_conn(&snapshot, Role::Client, &c),
+            _sockets: (s, c),
+        };
+        let mut buf = [0u8; 64];
+        for _ in 0..100 {
+            for (uuid, udata) in [pair.client, pair.server] {
+                // SAFETY: live udata, a real buffer.
+                let r = unsafe { hook_read(uuid, udata, buf.as_mut_ptr().cast(), buf.len()) };
+                assert_eq!((r, errno()), (-1, libc::EAGAIN), "no data is sent yet");
+            }
+            if phase(pair.server.1) == Phase::Established && phase(pair.client.1) == Phase::Established {
+                return pair;
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    /// Sends `data` from the client and reads it on the server.
+    fn round_trip(pair: &Pair, data: &[u8]) -> Vec<u8> {
+        let (cu, cd) = pair.client;
+        let (su, sd) = pair.server;
+        // SAFETY: live udata values and real buffers.
+        unsafe {
+            assert_eq!(hook_write(cu, cd, data.as_ptr().cast(), data.len()), data.len() as ssize_t);
+            assert_eq!(hook_flush(cu, cd), 0);
+            let mut buf = [0u8; 64];
+            let n = hook_read(su, sd, buf.as_mut_ptr().cast(), buf.len());
+            assert!(n > 0, "read returned {n}, errno {}", errno());
+            buf[..n as usize].to_vec()
+        }
+    }
+
+    #[test]
+    fn null_and_empty_buffers_reaching_the_hooks() {
+        let pair = established();
+        let (cu, cd) = pair.client;
+        let (su, sd) = pair.server;
+        // SAFETY: live udata values; the NULL buffers are what is tested.
+        unsafe {
+            // Zero bytes: 0, as read(2) and write(2) give, and nothing else
+            // happens (facil.io's fio_write(uuid, NULL, 0) reaches the
+            // write hook like this).
+            assert_eq!(hook_write(cu, cd, core::ptr::null(), 0), 0);
+            assert_eq!(hook_read(su, sd, core::ptr::null_mut(), 0), 0);
+            // NULL with a length: EFAULT, as the system calls say.
+            assert_eq!((hook_write(cu, cd, core::ptr::null(), 5), errno()), (-1, libc::EFAULT));
+            assert_eq!((hook_read(su, sd, core::ptr::null_mut(), 5), errno()), (-1, libc::EFAULT));
+        }
+        // The connection is unharmed.
+        assert_eq!(round_trip(&pair, b"hello"), b"hello");
+        assert_eq!(phase(pair.server.1), Phase::Established);
+    }
+
+    #[test]
+    fn a_panic_in_a_hook_fails_the_connection_with_a_closing_errno() {
+        let pair = established();
+        let (cu, cd) = pair.client;
+        let (su, sd) = pair.server;
+        let mut buf = [0u8; 16];
+        // SAFETY: live udata values, real buffers.
+        unsafe {
+            panic_next("write hook");
+            // A stale EAGAIN would make facil.io retry the connection.
+            set_errno(libc::EAGAIN);
+            assert_eq!(hook_write(cu, cd, b"x".as_ptr().cast(), 1), -1);
+            assert_eq!(errno(), libc::ECONNABORTED);
+            // Broken for good: every later hook fails the same way, and
+            // before_close owes no close_notify.
+            set_errno(libc::EAGAIN);
+            assert_eq!((hook_read(cu, cd, buf.as_mut_ptr().cast(), buf.len()), errno()), (-1, libc::ECONNABORTED));
+            assert_eq!((hook_flush(cu, cd), errno()), (-1, libc::ECONNABORTED));
+            assert_eq!(hook_before_close(cu, cd), 0);
+
+            // Same for the read hook.
+            panic_next("read hook");
+            set_errno(libc::EAGAIN);
+            assert_eq!((hook_read(su, sd, buf.as_mut_ptr().cast(), buf.len()), errno()), (-1, libc::ECONNABORTED));
+            assert_eq!((hook_write(su, sd, b"x".as_ptr().cast(), 1), errno()), (-1, libc::ECONNABORTED));
+        }
+    }
+
+    #[test]
+    fn a_deadline_close_is_logged_at_info_like_other_server_failures() {
+        // The connection closed by the deadline looks hung up (it was
+        // detached mid-handshake), but the server chose to close it.
+        assert_eq!(failure_level(Role::Server, true, true), Level::Info);
+        assert_eq!(failure_level(Role::Server, false, true), Level::Info);
+        assert_eq!(failure_level(Role::Server, false, false), Level::Info);
+        assert_eq!(failure_level(Role::Server, true, false), Level::Debug);
+        assert_eq!(failure_level(Role::Client, true, true), Level::Warning);
+        assert_eq!(failure_level(Role::Client, false, false), Level::Warning);
+    }
 }

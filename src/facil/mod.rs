@@ -2,4 +2,6 @@
 //! connection inside its event loop.
 
 pub mod hooks;
+pub mod pubsub;
 pub mod sys;
+mod ticket_watch;

@@ -1,54 +1,88 @@
-//! The C boundary: facil.io's six `fio_tls_*` functions.
+//! The C boundary: facil.io's six `fio_tls_*` functions and our extensions.
 //!
-//! Every body runs inside a panic boundary; every pointer argument is
-//! checked (NULL, and for `fio_tls_s *`, that it is a live object made by
-//! `fio_tls_new`). Errors are reported as one `ERROR: fio_tls: ...` line on
-//! stderr, honouring facil.io's `FIO_LOG_LEVEL`, and leave the object as it
-//! was. Nothing here exits, aborts, prompts or blocks on the terminal.
+//! Every body runs inside [`boundary::ffi_boundary!`]; every `fio_tls_s *`
+//! argument is a handle ([`handle`]) looked up in a table, never an address
+//! that is dereferenced. Errors are reported as one `ERROR: fio_tls: ...`
+//! line on stderr, honouring facil.io's `FIO_LOG_LEVEL`, and leave the
+//! object as it was. Nothing here exits, aborts, prompts or blocks on the
+//! terminal.
 
-use crate::facil::hooks::{self, boundary, Handler, ProtocolCallback, Snapshot};
+pub mod boundary;
+pub mod cluster;
+pub mod handle;
+pub mod link;
+
+use crate::facil::hooks::{self, Handler, ProtocolCallback, Snapshot};
 use crate::log::{log_debug, log_error};
-use crate::tls::{Role, TlsConfig};
+use crate::tls::{CertEntry, ConfigError, Role, TlsConfig, Trust};
+use boundary::ffi_boundary;
+use handle::{Lookup, Registry};
 use libc::{c_char, c_void};
-use once_cell::sync::Lazy;
-use std::collections::HashSet;
 use std::ffi::CStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// An opaque TLS settings object: certificates (by SNI name), ALPN
-/// protocols and the OpenSSL contexts built from them.
-///
-/// Created by `fio_tls_new`, released by `fio_tls_destroy`. All functions
-/// taking it are thread-safe. Connections started from it keep what they
-/// use alive, so it may be destroyed while they are still open.
+/// The C type `fio_tls_s`: opaque. A `fio_tls_s *` that C holds is a
+/// handle made by `fio_tls_new` (see [`handle`]), not the address of one
+/// of these; nothing of this type is ever made.
+#[repr(C)]
 pub struct fio_tls_s {
-    state: Mutex<TlsState>,
+    _opaque: [u8; 0],
 }
 
-struct TlsState {
-    config: TlsConfig<Handler>,
-    built: Arc<Snapshot>,
+/// The object behind a handle: certificates (by SNI name), ALPN protocols
+/// and the OpenSSL contexts built from them.
+///
+/// Two locks, so that a handshake never waits on a configuration change:
+/// `config` serialises the changes (held while contexts are built, never
+/// while files are read or keys generated), `built` is held only to copy or
+/// replace the `Arc` that `fio_tls_accept` / `fio_tls_connect` start from.
+/// Connections keep their own `Arc` of what they started with.
+pub struct TlsObject {
+    config: Mutex<TlsConfig<Handler>>,
+    built: Mutex<Arc<Snapshot>>,
+    /// The process that made it (`getpid` in `fio_tls_new`): a handle names
+    /// the same object in every process only when that process forked the
+    /// others after making it (see [`cluster`]).
+    born_in: u32,
 }
 
-/// Addresses of the live `fio_tls_s` objects, so that a stale or foreign
-/// pointer is reported instead of dereferenced.
-static LIVE: Lazy<Mutex<HashSet<usize>>> = Lazy::new(|| Mutex::new(HashSet::new()));
+/// Every live object, by handle.
+static OBJECTS: Registry<TlsObject> = Registry::new();
 
-fn live() -> std::sync::MutexGuard<'static, HashSet<usize>> {
-    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every change under these locks is a whole-value swap: a panic while
+    // one was held (caught at the boundary) left nothing half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Borrows `tls` if it is a live object; logs and returns `None` otherwise.
-unsafe fn checked<'a>(api: &str, tls: *mut fio_tls_s) -> Option<&'a fio_tls_s> {
-    if tls.is_null() {
-        log_error!("{api}: the fio_tls_s argument is NULL");
-        return None;
+/// The handle C holds for an object of the table.
+fn to_c(handle: usize) -> *mut fio_tls_s {
+    handle as *mut fio_tls_s
+}
+
+/// The object behind `tls`; logs and returns `None` for NULL, destroyed
+/// and foreign values.
+fn object(api: &str, tls: *mut fio_tls_s) -> Option<Arc<TlsObject>> {
+    match OBJECTS.get(tls as usize) {
+        Lookup::Live(o) => Some(o),
+        other => {
+            report_bad(api, tls, &other);
+            None
+        }
     }
-    if !live().contains(&(tls as usize)) {
-        log_error!("{api}: {tls:p} is not a live fio_tls_s (already destroyed, or not made by fio_tls_new)");
-        return None;
+}
+
+fn report_bad<T>(api: &str, tls: *mut fio_tls_s, what: &Lookup<T>) {
+    match what {
+        Lookup::Live(_) => {}
+        Lookup::Null => log_error!("{api}: the fio_tls_s argument is NULL"),
+        Lookup::Destroyed => {
+            log_error!("{api}: {tls:p} is not a live fio_tls_s: it was destroyed by fio_tls_destroy")
+        }
+        Lookup::Foreign => {
+            log_error!("{api}: {tls:p} is not a live fio_tls_s: it was never returned by fio_tls_new")
+        }
     }
-    Some(&*tls)
 }
 
 /// Reads an optional C string argument; `""` counts as absent.
@@ -66,20 +100,35 @@ unsafe fn opt_str(api: &str, what: &str, p: *const c_char) -> Result<Option<Stri
     }
 }
 
-impl fio_tls_s {
-    fn lock(&self) -> std::sync::MutexGuard<'_, TlsState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+impl TlsObject {
+    /// What a new connection starts from (held only to copy the `Arc`).
+    fn snapshot(&self) -> Arc<Snapshot> {
+        lock(&self.built).clone()
     }
 
-    /// Applies `change` to a copy of the settings and swaps it in only if
-    /// the copy builds: a failed call leaves the object unchanged.
-    fn update(&self, api: &str, change: impl FnOnce(&mut TlsConfig<Handler>) -> Result<(), crate::tls::ConfigError>) {
-        let mut state = self.lock();
-        let mut next = state.config.clone();
-        match change(&mut next).and_then(|()| next.build()) {
+    /// Changes the settings in two steps: `prepare` does the slow part
+    /// (reading files, generating keys) holding no lock, then `apply` runs
+    /// on a copy of the settings under the `config` lock, and the copy is
+    /// swapped in only if it builds. A failed call logs one error line and
+    /// leaves the object unchanged.
+    fn update<P>(
+        &self,
+        api: &str,
+        prepare: impl FnOnce() -> Result<P, ConfigError>,
+        apply: impl FnOnce(&mut TlsConfig<Handler>, P) -> Result<(), ConfigError>,
+    ) {
+        let prepared = match prepare() {
+            Ok(p) => p,
+            Err(e) => return log_error!("{api}: {e}"),
+        };
+        let mut config = lock(&self.config);
+        let mut next = config.clone();
+        match apply(&mut next, prepared).and_then(|()| next.build()) {
             Ok(built) => {
-                state.config = next;
-                state.built = Arc::new(built);
+                *config = next;
+                let old = std::mem::replace(&mut *lock(&self.built), Arc::new(built));
+                drop(config);
+                drop(old);
             }
             Err(e) => log_error!("{api}: {e}"),
         }
@@ -92,10 +141,12 @@ impl fio_tls_s {
 ///   sends it as SNI. May be NULL. An ASCII host name or IP address, at
 ///   most 255 bytes (international names in their IDNA "xn--" form); a
 ///   space, control character or non-ASCII byte is an error.
-/// - `private_key_file`, `public_cert_file`: PEM files (DER accepted). The
-///   certificate file may hold a full chain, leaf first; the whole chain is
-///   served. The key must match the leaf certificate and must not be
-///   encrypted (there is no passphrase prompt).
+/// - `private_key_file`, `public_cert_file`: PEM or DER files (a file
+///   without PEM armour is read as DER). The certificate file may hold a
+///   full chain, leaf first (PEM blocks, or DER certificates laid end to
+///   end); the whole chain is served. The key must match the leaf
+///   certificate and must not be encrypted, in PEM or DER form (there is no
+///   passphrase prompt).
 /// - Both files NULL: a self-signed ECDSA P-256 certificate for
 ///   `server_name` (or "localhost" when NULL) is generated in memory, valid
 ///   for 365 days from now. Clients do not trust it: this is facil.io's
@@ -117,13 +168,36 @@ impl fio_tls_s {
 /// With `FIO_LOG_LEVEL` at debug (5), each finished handshake logs its
 /// version, group and ALPN protocol.
 ///
+/// Session tickets (server side, RFC 5077 / RFC 8446): sealed with keys
+/// that rotate every `FIO_TLS_TICKET_KEY_SECONDS` (environment, 1-86400,
+/// default 3600); tickets of the previous and the next period also resume,
+/// and a resumed TLS 1.3 handshake always gets a fresh ticket (TLS 1.2: a
+/// fresh one when its ticket is not of the current period). The keys derive
+/// from a random secret that the first call in the process makes (before
+/// `fio_start` forks, so every worker shares it), or, when the environment
+/// variable `FIO_TLS_TICKET_KEY_FILE` names a file, from that file's
+/// secret, so that every host holding the same file resumes the others'
+/// sessions. The first call reads the file; a file with fewer than 32
+/// bytes, or that group or others may read or write, is one ERROR line
+/// naming it, and the call still succeeds with the random secret. Each
+/// process checks the file again every `FIO_TLS_RELOAD_SECONDS`: a new
+/// secret seals new tickets at once, and the previous one still resumes
+/// for one key period.
+///
 /// Returns a new object owned by the caller (release it with
 /// `fio_tls_destroy`), or NULL after logging one `ERROR: fio_tls: ...` line
 /// naming the file and the reason (missing or unreadable file, no valid
-/// PEM, key/certificate mismatch, encrypted key, only one of the two files,
-/// a certificate OpenSSL's security level refuses, e.g. RSA-1024). A
-/// certificate clients would refuse (expired or not yet valid, a chain out
-/// of leaf-then-issuer order) is accepted with one WARNING line.
+/// PEM or DER, key/certificate mismatch, encrypted key, only one of the two
+/// files, a key file holding a certificate or a certificate file holding a
+/// key (the line reminds of the order: key file, then certificate file),
+/// bytes after the last DER certificate, a PKCS#7 bundle, a certificate
+/// OpenSSL's security level refuses, e.g. RSA-1024). A certificate clients
+/// would refuse (expired or not yet valid, a chain out of leaf-then-issuer
+/// order, or one that OpenSSL's host name / IP check finds not valid for
+/// `server_name`) is accepted with one WARNING line; the name check is
+/// skipped for a certificate whose extendedKeyUsage allows only client
+/// authentication (a client certificate, for which `server_name` is the
+/// server's name).
 /// Check the result: facil.io's `http_listen` treats `.tls = NULL` as
 /// plain HTTP.
 /// The string arguments are copied; the caller keeps ownership. Thread-safe.
@@ -138,7 +212,7 @@ pub unsafe extern "C" fn fio_tls_new(
     public_cert_file: *const c_char,
 ) -> *mut fio_tls_s {
     const API: &str = "fio_tls_new";
-    boundary(API, core::ptr::null_mut(), || {
+    ffi_boundary!(API, {
         let (Ok(name), Ok(key), Ok(cert)) = (
             opt_str(API, "server name", server_name),
             opt_str(API, "private key file name", private_key_file),
@@ -148,16 +222,26 @@ pub unsafe extern "C" fn fio_tls_new(
         };
         let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
             .and_then(|mut config| config.build().map(|built| (config, built)));
-        match made {
-            Ok((config, built)) => {
-                let tls = Box::into_raw(Box::new(fio_tls_s {
-                    state: Mutex::new(TlsState { config, built: Arc::new(built) }),
-                }));
-                live().insert(tls as usize);
-                tls
-            }
+        let object = match made {
+            Ok((config, built)) => TlsObject {
+                config: Mutex::new(config),
+                built: Mutex::new(Arc::new(built)),
+                born_in: std::process::id(),
+            },
             Err(e) => {
                 log_error!("{API}: {e}");
+                return core::ptr::null_mut();
+            }
+        };
+        match OBJECTS.insert(object) {
+            Ok(handle) => {
+                // in every process that has objects (workers forked later
+                // inherit it): fio_tls_reload's cluster message
+                cluster::listen();
+                to_c(handle)
+            }
+            Err(handle::Full(n)) => {
+                log_error!("{API}: {n} fio_tls_s objects exist already (the limit); destroy some first");
                 core::ptr::null_mut()
             }
         }
@@ -176,15 +260,17 @@ pub unsafe extern "C" fn fio_tls_new(
 ///
 /// On error (NULL or destroyed `tls`, unusable file) one error line is
 /// logged and the object is unchanged. Connections already started keep the
-/// certificates they began with. Thread-safe; but facil.io's workers are
-/// forked processes, so a call after `fio_start` changes the calling
-/// worker's copy only.
+/// certificates they began with. Thread-safe; the files are read (or the
+/// key generated) before the object is locked, so `fio_tls_accept` and
+/// `fio_tls_connect` on other threads never wait for the disk. facil.io's
+/// workers are forked processes, so a call after `fio_start` changes the
+/// calling worker's copy only.
 ///
 /// # Safety
-/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
-/// or foreign pointer is detected and reported, but must not be freed
-/// memory that was reused for something else). Each string argument must be
-/// NULL or point to a NUL-terminated string valid for the call.
+/// `tls` may be any value: anything but a live handle from `fio_tls_new`
+/// (NULL, destroyed, never made) is reported, never acted on (see
+/// `fio_tls_destroy`). Each string argument must be NULL or point to a
+/// NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_cert_add(
     tls: *mut fio_tls_s,
@@ -193,8 +279,8 @@ pub unsafe extern "C" fn fio_tls_cert_add(
     public_cert_file: *const c_char,
 ) {
     const API: &str = "fio_tls_cert_add";
-    boundary(API, (), || {
-        let Some(tls) = checked(API, tls) else { return };
+    ffi_boundary!(API, {
+        let Some(tls) = object(API, tls) else { return };
         let (Ok(name), Ok(key), Ok(cert)) = (
             opt_str(API, "server name", server_name),
             opt_str(API, "private key file name", private_key_file),
@@ -202,7 +288,14 @@ pub unsafe extern "C" fn fio_tls_cert_add(
         ) else {
             return;
         };
-        tls.update(API, |c| c.add_cert(name.as_deref(), key.as_deref(), cert.as_deref()));
+        tls.update(
+            API,
+            || CertEntry::load(name.as_deref(), key.as_deref(), cert.as_deref()),
+            |c, entry| {
+                c.add_entry(name.as_deref(), entry);
+                Ok(())
+            },
+        );
     })
 }
 
@@ -215,8 +308,13 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// it normally attaches the application protocol with `fio_attach`. When
 /// the peer negotiated no ALPN, the first protocol added runs. A server
 /// whose client offers only unknown protocols fails the handshake with the
-/// `no_application_protocol` alert. A callback never runs for a connection
-/// whose handshake failed.
+/// `no_application_protocol` alert. A server connection whose handshake
+/// failed gets no callback. A client connection (`fio_tls_connect`) gets
+/// its callback exactly once either way: after a failed handshake it runs
+/// with the uuid already closed (`fio_is_closed(uuid)` is true), so the
+/// application can release `udata`; a protocol it attaches gets its
+/// `on_close` at once (this is how facil.io's `http_connect` runs
+/// `on_finish` after a failed TLS handshake), and nothing it writes is sent.
 ///
 /// Adding a name that is already present keeps its place and replaces its
 /// callback, for both roles: facil.io's `http_listen` and `http_connect`
@@ -228,11 +326,12 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// Thread-safe.
 ///
 /// # Safety
-/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
-/// or foreign pointer is detected and reported, but must not be freed
-/// memory that was reused for something else). Each string argument must be
-/// NULL or point to a NUL-terminated string valid for the call. `callback` must be NULL or a function
-/// that stays callable while connections from `tls` may finish handshakes.
+/// `tls` may be any value: anything but a live handle from `fio_tls_new`
+/// (NULL, destroyed, never made) is reported, never acted on (see
+/// `fio_tls_destroy`). Each string argument must be NULL or point to a
+/// NUL-terminated string valid for the call. `callback` must be NULL or a
+/// function that stays callable while connections from `tls` may finish
+/// handshakes.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_proto_add(
     tls: *mut fio_tls_s,
@@ -240,8 +339,8 @@ pub unsafe extern "C" fn fio_tls_proto_add(
     callback: Option<unsafe extern "C" fn(uuid: isize, udata: *mut c_void)>,
 ) {
     const API: &str = "fio_tls_proto_add";
-    boundary(API, (), || {
-        let Some(tls) = checked(API, tls) else { return };
+    ffi_boundary!(API, {
+        let Some(tls) = object(API, tls) else { return };
         let name = match opt_str(API, "protocol name", protocol_name) {
             Ok(Some(n)) => n,
             Ok(None) => {
@@ -251,7 +350,7 @@ pub unsafe extern "C" fn fio_tls_proto_add(
             Err(()) => return,
         };
         let handler: Option<ProtocolCallback> = callback;
-        tls.update(API, |c| c.add_protocol(&name, handler));
+        tls.update(API, || Ok(()), |c, ()| c.add_protocol(&name, handler));
     })
 }
 
@@ -259,7 +358,7 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 /// facil.io's later releases): turns on peer verification.
 ///
 /// - On a client (`fio_tls_connect`): the server's certificate chain must
-///   verify against the CA certificates in `ca_file` (PEM, one or more
+///   verify against the CA certificates in `ca_file` (PEM or DER, one or more
 ///   certificates) and, when the object has a `server_name`, match that
 ///   name (OpenSSL's host name / IP check, RFC 6125). A failure fails the
 ///   handshake with a WARNING line naming the reason (for example
@@ -273,33 +372,55 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 /// server no CA names are sent). May be called again to replace the trust
 /// source. On error (NULL or destroyed `tls`, unreadable or invalid file)
 /// one error line is logged and nothing changes. Connections already
-/// started are not affected. Thread-safe.
+/// started are not affected. Thread-safe; `fio_tls_accept` and
+/// `fio_tls_connect` on other threads never wait for it (the file is read
+/// before the object is locked, as in `fio_tls_cert_add`).
 ///
 /// # Safety
-/// `tls` must be NULL or a pointer returned by `fio_tls_new` (a destroyed
-/// or foreign pointer is detected and reported, but must not be freed
-/// memory that was reused for something else). Each string argument must be
-/// NULL or point to a NUL-terminated string valid for the call.
+/// `tls` may be any value: anything but a live handle from `fio_tls_new`
+/// (NULL, destroyed, never made) is reported, never acted on (see
+/// `fio_tls_destroy`). Each string argument must be NULL or point to a
+/// NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
     const API: &str = "fio_tls_trust";
-    boundary(API, (), || {
-        let Some(tls) = checked(API, tls) else { return };
+    ffi_boundary!(API, {
+        let Some(tls) = object(API, tls) else { return };
         let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
-        tls.update(API, |c| c.set_trust(ca_file.as_deref()));
+        tls.update(
+            API,
+            || Trust::load(ca_file.as_deref()),
+            |c, trust| {
+                c.trust_with(trust);
+                Ok(())
+            },
+        );
     })
 }
 
+/// Re-checks the watched files of `target` (of every live object when
+/// `None`) now, in this process: a changed key/certificate pair or CA file
+/// that loads replaces the old one for new handshakes.
+///
+/// STUB until the reload branch lands: the reload branch replaces this
+/// body with the real check (the contract above is what [`cluster`] relies
+/// on: called on a facil.io thread or the caller's thread, never holding a
+/// lock of ours).
+pub(crate) fn recheck_objects(target: Option<&TlsObject>) {
+    let _ = target;
+}
+
 /// Shared body of accept and connect.
-unsafe fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void, role: Role) {
-    boundary(api, (), || {
-        let Some(tls) = checked(api, tls) else {
+fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void, role: Role) {
+    ffi_boundary!(api, {
+        let Some(tls) = object(api, tls) else {
             // A connection that cannot be secured must not stay open
             // unserved.
             crate::facil::sys::close(uuid);
             return;
         };
-        let snapshot = tls.lock().built.clone();
+        let snapshot = tls.snapshot();
+        drop(tls);
         match hooks::start(uuid, snapshot, role, udata) {
             Ok(()) => {}
             Err(hooks::StartError::Refused(e)) => {
@@ -351,8 +472,11 @@ pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata:
 /// loaded from files with `fio_tls_new` is presented when the server asks
 /// for one. After the handshake the protocol the server picked (or the
 /// first added) gets `(uuid, udata)`. A failed handshake closes the
-/// connection and logs one WARNING line; no callback runs. Errors as in
-/// `fio_tls_accept`. Thread-safe.
+/// connection and logs one WARNING line; then the first protocol added (or
+/// the one the server picked, if it got that far) gets `(uuid, udata)` on
+/// the closed uuid, so that the application learns of the failure (see
+/// `fio_tls_proto_add`). Errors as in `fio_tls_accept` (no callback runs
+/// for a call refused outright). Thread-safe.
 ///
 /// # Safety
 /// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
@@ -365,35 +489,72 @@ pub unsafe extern "C" fn fio_tls_connect(uuid: isize, tls: *mut fio_tls_s, udata
 /// Releases a settings object made by `fio_tls_new`.
 ///
 /// NULL is ignored. Connections started from it stay valid: they hold their
-/// own reference to the contexts they use, freed when they close. Passing
-/// an object twice (or one not made by `fio_tls_new`) logs an error and
-/// does nothing. Thread-safe, but the caller must not use `tls` afterwards.
+/// own reference to the contexts they use, freed when they close.
 ///
-/// # Safety
-/// `tls` must be NULL or a pointer returned by `fio_tls_new`, not used by
-/// another thread during or after this call.
+/// Handles: a `fio_tls_s *` is a handle, not an address (dereferencing
+/// one faults). Every function taking one reports, with one ERROR line, and
+/// otherwise ignores:
+/// - NULL ("the fio_tls_s argument is NULL"; `fio_tls_destroy(NULL)` is
+///   silent, like `free(NULL)`);
+/// - a destroyed handle ("it was destroyed by fio_tls_destroy"), also after
+///   a new object was made in its place: a second `fio_tls_destroy(a)` never
+///   destroys the object a later `fio_tls_new` returned;
+/// - any value `fio_tls_new` never returned ("it was never returned by
+///   fio_tls_new"): real addresses of any kind (heap, stack, static, inside
+///   this library), and values that are no handle at all.
+///
+/// Not detected: a made-up value that copies the handle format (bits 63..48
+/// 0xF715, a slot and a generation) of a live object. A slot is retired
+/// after 2^24 destroys rather than reuse a generation, so a destroyed
+/// handle can never come back to life.
+///
+/// Thread-safe, also against other calls on the same handle: a call racing
+/// with `fio_tls_destroy` either runs on the whole object (which is
+/// released only when the last such call returns) or reports the handle as
+/// destroyed; no use-after-free either way.
+///
 #[no_mangle]
-pub unsafe extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
+pub extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
     const API: &str = "fio_tls_destroy";
-    boundary(API, (), || {
-        if tls.is_null() {
-            return;
+    ffi_boundary!(API, {
+        match OBJECTS.remove(tls as usize) {
+            // Released here, or by the last call still using it on
+            // another thread.
+            Lookup::Live(object) => drop(object),
+            Lookup::Null => {}
+            other => report_bad(API, tls, &other),
         }
-        if !live().remove(&(tls as usize)) {
-            log_error!("{API}: {tls:p} is not a live fio_tls_s (already destroyed, or not made by fio_tls_new)");
-            return;
-        }
-        drop(Box::from_raw(tls));
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::boundary::test_support::panic_next;
     use super::*;
     use std::ffi::CString;
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     fn c(s: &str) -> CString {
         CString::new(s).unwrap()
+    }
+
+    fn live(tls: *mut fio_tls_s) -> Arc<TlsObject> {
+        match OBJECTS.get(tls as usize) {
+            Lookup::Live(o) => o,
+            _ => panic!("{tls:p} is not live"),
+        }
+    }
+
+    fn certs(tls: *mut fio_tls_s) -> usize {
+        lock(&live(tls).config).certs().len()
+    }
+
+    fn new_anon() -> *mut fio_tls_s {
+        // SAFETY: NULL strings.
+        let tls = unsafe { fio_tls_new(core::ptr::null(), core::ptr::null(), core::ptr::null()) };
+        assert!(!tls.is_null());
+        tls
     }
 
     #[test]
@@ -403,8 +564,8 @@ mod tests {
             assert!(!tls.is_null());
             fio_tls_cert_add(tls, c("other.test").as_ptr(), core::ptr::null(), core::ptr::null());
             fio_tls_proto_add(tls, c("http/1.1").as_ptr(), None);
-            assert_eq!((*tls).lock().config.certs().len(), 2);
-            assert_eq!((*tls).lock().built.protocols.len(), 1);
+            assert_eq!(certs(tls), 2);
+            assert_eq!(live(tls).snapshot().protocols.len(), 1);
             fio_tls_destroy(tls);
             // Double destroy is reported, not a double free.
             fio_tls_destroy(tls);
@@ -425,12 +586,14 @@ mod tests {
     #[test]
     fn failed_change_leaves_object_unchanged() {
         unsafe {
-            let tls = fio_tls_new(core::ptr::null(), core::ptr::null(), core::ptr::null());
+            let tls = new_anon();
             fio_tls_cert_add(tls, c("bad").as_ptr(), c("/nonexistent.key").as_ptr(), c("/nonexistent.crt").as_ptr());
             fio_tls_proto_add(tls, c(&"x".repeat(256)).as_ptr(), None);
             fio_tls_proto_add(tls, core::ptr::null(), None);
-            assert_eq!((*tls).lock().config.certs().len(), 1);
-            assert!((*tls).lock().config.protocols().is_empty());
+            fio_tls_trust(tls, c("/nonexistent-ca.pem").as_ptr());
+            assert_eq!(certs(tls), 1);
+            assert!(lock(&live(tls).config).protocols().is_empty());
+            assert!(!live(tls).snapshot().verify_peer);
             fio_tls_destroy(tls);
         }
     }
@@ -438,11 +601,137 @@ mod tests {
     #[test]
     fn accept_without_host_is_refused_not_crashed() {
         unsafe {
-            let tls = fio_tls_new(core::ptr::null(), core::ptr::null(), core::ptr::null());
+            let tls = new_anon();
             fio_tls_accept(0x100, tls, core::ptr::null_mut());
             fio_tls_connect(0x100, core::ptr::null_mut(), core::ptr::null_mut());
             assert!(!crate::facil::sys::host_present());
             fio_tls_destroy(tls);
         }
+    }
+
+    #[test]
+    fn a_stale_handle_never_reaches_the_object_made_after_it() {
+        unsafe {
+            let a = new_anon();
+            fio_tls_destroy(a);
+            // The slot of `a` is free; the next object takes it (as an
+            // allocator would give it the same address).
+            let b = new_anon();
+            fio_tls_destroy(a);
+            fio_tls_cert_add(a, c("stale.test").as_ptr(), core::ptr::null(), core::ptr::null());
+            fio_tls_proto_add(a, c("stale").as_ptr(), None);
+            fio_tls_accept(0x100, a, core::ptr::null_mut());
+            // b is untouched by all of that, and still usable.
+            assert_eq!(certs(b), 1);
+            assert!(lock(&live(b).config).protocols().is_empty());
+            fio_tls_proto_add(b, c("h2").as_ptr(), None);
+            assert_eq!(live(b).snapshot().protocols.len(), 1);
+            fio_tls_destroy(b);
+            assert!(matches!(OBJECTS.get(b as usize), Lookup::Destroyed));
+        }
+    }
+
+    #[test]
+    fn foreign_pointers_are_refused() {
+        let mut not_ours = [0u64; 4];
+        let p = not_ours.as_mut_ptr() as *mut fio_tls_s;
+        unsafe {
+            fio_tls_cert_add(p, c("x.test").as_ptr(), core::ptr::null(), core::ptr::null());
+            fio_tls_destroy(p);
+        }
+        assert_eq!(not_ours, [0; 4], "nothing written through a foreign pointer");
+        assert!(matches!(OBJECTS.get(p as usize), Lookup::Foreign));
+    }
+
+    #[test]
+    fn a_change_that_reads_files_does_not_hold_up_new_connections() {
+        let tls = new_anon();
+        let object = live(tls);
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let updater = {
+            let object = object.clone();
+            std::thread::spawn(move || {
+                object.update(
+                    "test",
+                    // Stands for a slow disk (or key generation).
+                    || {
+                        entered_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        Ok("slow.test")
+                    },
+                    |c, name| c.add_protocol(name, None),
+                );
+            })
+        };
+        entered.recv().unwrap();
+        // What fio_tls_accept does, from another thread, while the update
+        // is still reading.
+        let (done_tx, done) = mpsc::channel();
+        let reader = object.clone();
+        std::thread::spawn(move || done_tx.send(reader.snapshot().protocols.len()).unwrap());
+        let got = done.recv_timeout(Duration::from_secs(5));
+        release.send(()).unwrap();
+        updater.join().unwrap();
+        assert_eq!(got, Ok(0), "fio_tls_accept waited for a configuration change's file reads");
+        assert_eq!(object.snapshot().protocols.len(), 1, "the change landed afterwards");
+        fio_tls_destroy(tls);
+    }
+
+    #[test]
+    fn concurrent_destroy_and_use_are_safe() {
+        // Users hammer a handle that the main thread destroys and replaces;
+        // every call either acts on a whole live object or reports it.
+        let current = Arc::new(std::sync::atomic::AtomicUsize::new(new_anon() as usize));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let users: Vec<_> = (0..3)
+            .map(|i| {
+                let (current, stop) = (current.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let name = c(&format!("p{i}"));
+                    let mut calls = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        let h = current.load(std::sync::atomic::Ordering::Acquire) as *mut fio_tls_s;
+                        // SAFETY: any handle value is allowed.
+                        unsafe {
+                            fio_tls_proto_add(h, name.as_ptr(), None);
+                            fio_tls_accept(0x100, h, core::ptr::null_mut());
+                        }
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        for _ in 0..50 {
+            let next = new_anon() as usize;
+            let old = current.swap(next, std::sync::atomic::Ordering::AcqRel);
+            fio_tls_destroy(old as *mut fio_tls_s);
+            fio_tls_destroy(old as *mut fio_tls_s);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let calls: u32 = users.into_iter().map(|u| u.join().unwrap()).sum();
+        assert!(calls > 0);
+        fio_tls_destroy(current.load(std::sync::atomic::Ordering::Acquire) as *mut fio_tls_s);
+    }
+
+    #[test]
+    fn a_panic_inside_an_api_call_returns_the_failure_value() {
+        panic_next("fio_tls_new");
+        // SAFETY: NULL strings.
+        let tls = unsafe { fio_tls_new(core::ptr::null(), core::ptr::null(), core::ptr::null()) };
+        assert!(tls.is_null());
+        let tls = new_anon();
+        panic_next("fio_tls_proto_add");
+        // SAFETY: a live handle and a C string.
+        unsafe { fio_tls_proto_add(tls, c("h2").as_ptr(), None) };
+        assert!(lock(&live(tls).config).protocols().is_empty());
+        // The object is still usable afterwards.
+        unsafe { fio_tls_proto_add(tls, c("h2").as_ptr(), None) };
+        assert_eq!(live(tls).snapshot().protocols.len(), 1);
+        panic_next("fio_tls_destroy");
+        fio_tls_destroy(tls);
+        fio_tls_destroy(tls);
+        assert!(matches!(OBJECTS.get(tls as usize), Lookup::Destroyed));
     }
 }

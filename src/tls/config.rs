@@ -14,10 +14,13 @@
 //! and the server session cache on; a session resumes only under the
 //! certificate and peer-verification settings it was made with.
 
-use super::error::{first_reason, ConfigError};
+use super::error::{first_reason, ConfigError, ErrorKind};
+use crate::ffi::boundary::ffi_boundary;
+use openssl::error::ErrorStack;
 use crate::log::{log_debug, log_warning};
 use openssl::asn1::Asn1Time;
-use openssl::x509::X509VerifyResult;
+use openssl::nid::Nid;
+use openssl::x509::{X509ExtendedKeyUsage, X509Ref, X509VerifyResult};
 use super::{pem, selfsigned};
 use openssl::sha::Sha256;
 use openssl::pkey::{PKey, Private};
@@ -130,13 +133,71 @@ fn warn_about_chain(path: &str, chain: &[X509]) {
     }
 }
 
+/// The names a certificate is valid for, for messages: its subjectAltName
+/// DNS names and IP addresses, or its subject CN when it has neither.
+fn certificate_names(cert: &X509Ref) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(sans) = cert.subject_alt_names() {
+        for san in sans.iter() {
+            if let Some(dns) = san.dnsname() {
+                names.push(dns.to_string());
+            } else if let Some(ip) = san.ipaddress() {
+                match <[u8; 4]>::try_from(ip) {
+                    Ok(v4) => names.push(std::net::Ipv4Addr::from(v4).to_string()),
+                    Err(_) => {
+                        if let Ok(v6) = <[u8; 16]>::try_from(ip) {
+                            names.push(std::net::Ipv6Addr::from(v6).to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject_name().entries_by_nid(Nid::COMMONNAME) {
+            if let Ok(cn) = cn.data().to_string() {
+                names.push(cn);
+            }
+        }
+    }
+    names
+}
+
+/// True when the certificate says it is only for TLS clients: an
+/// extendedKeyUsage without serverAuth (or anyExtendedKeyUsage). Such a
+/// certificate given to `fio_tls_new` is a client certificate, and the name
+/// is then the server's, not the certificate's.
+fn client_only(cert: &X509Ref) -> bool {
+    cert.extended_key_usage()
+        .is_some_and(|eku| !eku.intersects(X509ExtendedKeyUsage::SSL_SERVER | X509ExtendedKeyUsage::ANYEKU))
+}
+
+/// The warning for a server certificate loaded for `name` that is not
+/// valid for that name by OpenSSL's host name (or IP address) check: a
+/// client that checks names (browsers, curl, our own `fio_tls_trust`)
+/// refuses it when it connects under `name`. `None` when it is valid, or
+/// when the certificate is a client certificate ([`client_only`]).
+fn name_warning(path: &str, name: &str, leaf: &X509Ref) -> Option<String> {
+    if client_only(leaf) || super::sys::certificate_covers(leaf, name) {
+        return None;
+    }
+    let names = certificate_names(leaf);
+    let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    Some(format!(
+        "certificate file \"{path}\" is not valid for server name \"{name}\" (the certificate's names: {names}); \
+         clients that check the name will refuse it"
+    ))
+}
+
 /// Makes OpenSSL judge the certificate now (key size, signature algorithm
 /// under its security level), so that a refusal names the file.
 fn check_usable(path: &str, leaf: &X509) -> Result<(), ConfigError> {
     let mut probe = SslContextBuilder::new(SslMethod::tls_server())?;
     probe
         .set_certificate(leaf)
-        .map_err(|e| ConfigError::file("certificate file", path, format!("OpenSSL refuses it: {}", first_reason(&e))))
+        .map_err(|e| {
+            ConfigError::file(ErrorKind::Refused, "certificate file", path, format!("OpenSSL refuses it: {}", first_reason(&e)))
+        })
 }
 
 /// A certificate chain with its key, and the SNI names it answers to.
@@ -163,15 +224,33 @@ impl CertEntry {
                 (key, vec![cert], true)
             }
             (Some(k), Some(c)) => {
-                let key = pem::load_private_key(k)?;
+                let key = match pem::load_private_key(k) {
+                    Ok(key) => key,
+                    // Both files hold the other half: name the swap once.
+                    Err(e) if e.kind() == ErrorKind::WrongContent && pem::load_private_key(c).is_ok() => {
+                        return Err(ConfigError::new(
+                            ErrorKind::WrongContent,
+                            format!(
+                                "private key file \"{k}\" holds a certificate and certificate file \"{c}\" \
+                                 holds a private key: the two are swapped (pass the private key file first, \
+                                 then the certificate file)"
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
                 let chain = pem::load_chain(c)?;
                 check_usable(c, &chain[0])?;
                 warn_about_chain(c, &chain);
                 let leaf_key = chain[0].public_key()?;
                 if !leaf_key.public_eq(&key) {
-                    return Err(ConfigError::msg(format!(
-                        "private key file \"{k}\" does not match certificate file \"{c}\""
-                    )));
+                    return Err(ConfigError::new(
+                        ErrorKind::KeyMismatch,
+                        format!("private key file \"{k}\" does not match certificate file \"{c}\""),
+                    ));
+                }
+                if let Some(warning) = server_name.and_then(|name| name_warning(c, name, &chain[0])) {
+                    log_warning!("{warning}");
                 }
                 (key, chain, false)
             }
@@ -247,12 +326,12 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// Loads `ca_file` (PEM, one or more certificates), or the system store
+    /// Loads `ca_file` (PEM or DER, one or more certificates), or the system store
     /// when `None`.
     pub fn load(ca_file: Option<&str>) -> Result<Self, ConfigError> {
         match ca_file {
             None => Ok(Trust::System),
-            Some(path) => pem::load_certificates("CA file", path).map(Trust::Cas),
+            Some(path) => pem::load_ca_certificates(path).map(Trust::Cas),
         }
     }
 
@@ -354,6 +433,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// (or one of the certificate's own DNS names).
     pub fn add_cert(&mut self, server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<(), ConfigError> {
         let entry = CertEntry::load(server_name, key_file, cert_file)?;
+        self.add_entry(server_name, entry);
+        Ok(())
+    }
+
+    /// Adds a certificate already loaded with [`CertEntry::load`] (so that
+    /// the files can be read before a lock is taken).
+    pub fn add_entry(&mut self, server_name: Option<&str>, entry: CertEntry) {
         // SNI picks the first certificate that answers to a name, so adding
         // one again (a renewal, say) changes nothing: say so.
         if let Some(name) = server_name.map(str::to_ascii_lowercase) {
@@ -365,7 +451,6 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             }
         }
         self.certs.push(entry);
-        Ok(())
     }
 
     /// Adds an ALPN protocol; a name added again keeps its place and takes
@@ -445,10 +530,14 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         // otherwise decide on resumption before the SNI callback ran).
         let hello_entries = entries.clone();
         b.set_client_hello_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
-            if let Some(i) = super::sys::client_hello_server_name(ssl).and_then(|h| pick_entry(&hello_entries, &h)) {
-                ssl.set_ssl_context(&hello_entries[i].1)?;
-            }
-            Ok(ClientHelloResponse::SUCCESS)
+            // (Every closure OpenSSL calls runs inside the panic boundary:
+            // a panic must not unwind through OpenSSL's C frames.)
+            ffi_boundary!("ClientHello callback", on_panic = Err(ErrorStack::get()), {
+                if let Some(i) = super::sys::client_hello_server_name(ssl).and_then(|h| pick_entry(&hello_entries, &h)) {
+                    ssl.set_ssl_context(&hello_entries[i].1)?;
+                }
+                Ok(ClientHelloResponse::SUCCESS)
+            })
         });
         // The ClientHello callback did the switching. OpenSSL acknowledges
         // the client's SNI only when a servername callback accepts it.
@@ -548,7 +637,11 @@ fn set_alpn_select(b: &mut SslContextBuilder, ours: &Arc<Vec<Vec<u8>>>) {
         return;
     }
     let ours = ours.clone();
-    b.set_alpn_select_callback(move |_ssl, client| select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL));
+    b.set_alpn_select_callback(move |_ssl, client| {
+        ffi_boundary!("ALPN callback", on_panic = Err(AlpnError::ALERT_FATAL), {
+            select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL)
+        })
+    });
 }
 
 /// Picks our most preferred name from a client's ALPN wire list, returning
@@ -714,6 +807,96 @@ mod tests {
         let built = cfg.build().unwrap();
         let loaded = built.client.cert_store().all_certificates().len();
         assert!(loaded > 10, "{loaded} CA certificates loaded from the system store");
+    }
+
+    use crate::tls::testutil::{self, TempDir, Usage};
+
+    /// Key and certificate files for a server certificate with `sans`.
+    fn pair(dir: &TempDir, tag: &str, cn: &str, sans: &[&str], usage: Usage) -> (String, String) {
+        let key = testutil::key();
+        let cert = testutil::cert(&key, cn, sans, usage, None);
+        (
+            dir.file(&format!("{tag}.key"), &key.private_key_to_pem_pkcs8().unwrap()),
+            dir.file(&format!("{tag}.crt"), &cert.to_pem().unwrap()),
+        )
+    }
+
+    fn warning_for(name: &str, cert_file: &str) -> Option<String> {
+        let chain = pem::load_chain(cert_file).unwrap();
+        name_warning(cert_file, name, &chain[0])
+    }
+
+    #[test]
+    fn a_name_the_certificate_does_not_cover_is_named_with_its_names() {
+        let dir = TempDir::new("names");
+        let (_, crt) = pair(&dir, "alpha", "alpha.test", &["alpha.test", "*.beta.test", "127.0.0.1"], Usage::Server);
+        for covered in ["alpha.test", "ALPHA.test", "www.beta.test", "127.0.0.1"] {
+            assert_eq!(warning_for(covered, &crt), None, "{covered}");
+        }
+        for (wrong, why) in [("wrong.test", "other name"), ("a.b.beta.test", "wildcard covers one label"), ("127.0.0.2", "other IP")] {
+            let w = warning_for(wrong, &crt).unwrap_or_else(|| panic!("{wrong}: {why}: no warning"));
+            assert!(w.contains(&format!("server name \"{wrong}\"")), "{w}");
+            assert!(w.contains(&format!("certificate file \"{crt}\"")), "{w}");
+            assert!(w.contains("(the certificate's names: alpha.test, *.beta.test, 127.0.0.1)"), "{w}");
+        }
+        // No subjectAltName: OpenSSL falls back to the CN, and so do we.
+        let (_, cn_only) = pair(&dir, "cn", "gamma.test", &[], Usage::Server);
+        assert_eq!(warning_for("gamma.test", &cn_only), None);
+        let w = warning_for("delta.test", &cn_only).unwrap();
+        assert!(w.contains("names: gamma.test)"), "{w}");
+        // A client certificate: the name is the server to connect to.
+        let (_, client) = pair(&dir, "client", "client1", &[], Usage::Client);
+        assert_eq!(warning_for("server.test", &client), None);
+    }
+
+    #[test]
+    fn the_name_check_runs_for_new_and_cert_add_but_never_fails_them() {
+        let dir = TempDir::new("namecfg");
+        let (key, crt) = pair(&dir, "a", "a.test", &["a.test"], Usage::Server);
+        // A WARNING, not an error: the pair loads under any name.
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("wrong.test"), Some(&key), Some(&crt)).unwrap();
+        cfg.add_cert(Some("gamma.test"), Some(&key), Some(&crt)).unwrap();
+        assert!(cfg.build().is_ok());
+    }
+
+    #[test]
+    fn swapped_files_are_named_as_swapped() {
+        let dir = TempDir::new("swap");
+        let (key, crt) = pair(&dir, "s", "s.test", &["s.test"], Usage::Server);
+        let err = TlsConfig::<u8>::new(Some("s.test"), Some(&crt), Some(&key)).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::WrongContent);
+        let m = err.to_string();
+        assert!(m.contains(&format!("private key file \"{crt}\" holds a certificate")), "{m}");
+        assert!(m.contains(&format!("certificate file \"{key}\" holds a private key")), "{m}");
+        assert!(m.contains("swapped (pass the private key file first"), "{m}");
+        // Only the key file wrong: that file is named, with the order reminder.
+        let err = TlsConfig::<u8>::new(Some("s.test"), Some(&crt), Some(&crt)).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::WrongContent);
+        assert!(err.to_string().starts_with(&format!("private key file \"{crt}\": holds a certificate")), "{err}");
+        // Only the certificate file wrong.
+        let err = TlsConfig::<u8>::new(Some("s.test"), Some(&key), Some(&key)).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::WrongContent);
+        assert!(err.to_string().starts_with(&format!("certificate file \"{key}\": holds a private key")), "{err}");
+        // A right order with another key is a mismatch, not a swap.
+        let (other_key, _) = pair(&dir, "o", "o.test", &["o.test"], Usage::Server);
+        let err = TlsConfig::<u8>::new(Some("s.test"), Some(&other_key), Some(&crt)).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::KeyMismatch, "{err}");
+    }
+
+    #[test]
+    fn a_der_chain_is_served_whole() {
+        let dir = TempDir::new("derserve");
+        let ca_key = testutil::key();
+        let ca = testutil::cert(&ca_key, "CA", &[], Usage::Ca, None);
+        let leaf_key = testutil::key();
+        let leaf = testutil::cert(&leaf_key, "d.test", &["d.test"], Usage::Server, Some((&ca, &ca_key)));
+        let der: Vec<u8> = [leaf.to_der().unwrap(), ca.to_der().unwrap()].concat();
+        let crt = dir.file("chain.der", &der);
+        let key = dir.file("key.der", &leaf_key.private_key_to_der().unwrap());
+        let cfg: TlsConfig<u8> = TlsConfig::new(Some("d.test"), Some(&key), Some(&crt)).unwrap();
+        let chain = &cfg.certs()[0].chain;
+        assert_eq!(chain.len(), 2, "the issuer is kept (server_builder sends chain[1..])");
+        assert_eq!(chain[1].to_der().unwrap(), ca.to_der().unwrap());
     }
 
     #[test]

@@ -39,10 +39,12 @@ pub fn install(b: &mut SslContextBuilder) {
         return;
     }
     b.set_keylog_callback(|_ssl, line| {
-        if let Some(file) = KEYLOG.as_ref() {
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            // One write per line keeps lines whole across processes too.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
+        crate::ffi::boundary::ffi_boundary!("key log callback", {
+            if let Some(file) = KEYLOG.as_ref() {
+                let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                // One write per line keeps lines whole across processes too.
+                let _ = f.write_all(format!("{line}\n").as_bytes());
+            }
+        })
     });
 }

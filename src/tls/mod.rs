@@ -11,6 +11,8 @@ pub mod keylog;
 pub mod pem;
 pub mod selfsigned;
 mod sys;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod tickets;
 
 #[cfg(test)]
@@ -18,6 +20,6 @@ mod alert_tests;
 #[cfg(test)]
 mod groups_tests;
 
-pub use config::{Built, CertEntry, Protocol, TlsConfig};
+pub use config::{Built, CertEntry, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
-pub use error::ConfigError;
+pub use error::{ConfigError, ErrorKind};

@@ -110,6 +110,60 @@ fn host_name_of(ext: &[u8]) -> Option<&str> {
     None
 }
 
+/// Parses DER certificates laid end to end (`cat leaf.der ca.der`), one
+/// `d2i_X509` call per certificate. Returns the certificates parsed and the
+/// number of bytes they took: fewer than `der.len()` means the rest is not
+/// a DER certificate.
+pub fn der_certificates(der: &[u8]) -> (Vec<openssl::x509::X509>, usize) {
+    let mut certs = Vec::new();
+    let mut used = 0usize;
+    while used < der.len() {
+        let rest = &der[used..];
+        let Ok(len) = libc::c_long::try_from(rest.len()) else { break };
+        let mut p = rest.as_ptr();
+        // SAFETY: p and len describe a live slice; on success d2i_X509
+        // returns a new certificate (owned by the X509 made from it) and
+        // moves p past the bytes it parsed, never beyond the slice.
+        let x = unsafe { openssl_sys::d2i_X509(core::ptr::null_mut(), &mut p, len) };
+        if x.is_null() {
+            // Drop the parse errors OpenSSL queued on this thread.
+            let _ = ErrorStack::get();
+            break;
+        }
+        // SAFETY: x is a new, owned certificate.
+        certs.push(unsafe { openssl::x509::X509::from_ptr(x) });
+        let took = p as usize - rest.as_ptr() as usize;
+        if took == 0 {
+            break;
+        }
+        used += took;
+    }
+    (certs, used)
+}
+
+/// Whether `cert` is valid for `name` as OpenSSL's peer verification
+/// checks it (`X509_check_ip_asc` for an IP literal, else
+/// `X509_check_host` with the default flags our client uses: the
+/// subjectAltName entries, or the subject CN when the certificate has no
+/// DNS name; `*.` wildcards cover one label).
+pub fn certificate_covers(cert: &openssl::x509::X509Ref, name: &str) -> bool {
+    let Ok(c_name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: cert is a live certificate (the calls only read it, the
+    // pointer is *mut for historical reasons); c_name is NUL-terminated and
+    // outlives the call; no peername is requested.
+    let r = unsafe {
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            openssl_sys::X509_check_ip_asc(cert.as_ptr(), c_name.as_ptr(), 0)
+        } else {
+            openssl_sys::X509_check_host(cert.as_ptr(), c_name.as_ptr(), name.len(), 0, core::ptr::null_mut())
+        }
+    };
+    if r < 0 {
+        let _ = ErrorStack::get();
+    }
+    r == 1
+}
+
 /// Overwrites `bytes` with zeros in a way the compiler may not elide.
 pub fn cleanse(bytes: &mut [u8]) {
     // SAFETY: the pointer and length come from a live mutable slice.

@@ -1,45 +1,39 @@
-#!/usr/bin/env python3
-"""TLS scanners and interop matrix against facil.io + libfio_tls (issue 5).
-
-    scan.py --bin-dir build/c_tests/static [--venv build/scan-venv]
-            [--tmp-root build] [--only default,test-ca] [--no-install]
-            [--skip-testssl] [--skip-sslyze] [--skip-interop] [--keep]
+"""TLS scanners and interop matrix against facil.io + libfio_tls (issue 5),
+marked `scan`: `make scan` runs them, `make check` does not.
 
 Two server runs, both on 127.0.0.1 only:
-  default  the demo program (c_tests/demo.c): fio_tls_new("localhost",
-           NULL, NULL), the library's self-signed ECDSA P-256 certificate;
+  default  the demo program (c_tests/programs/demo.c): fio_tls_new(
+           "localhost", NULL, NULL), the library's self-signed ECDSA P-256
+           certificate;
   test-ca  fio_server "certs" mode with an RSA 2048 leaf for localhost /
-           127.0.0.1, issued by a test intermediate under a test root CA made
-           here with the openssl CLI; the scanners are given the root.
+           127.0.0.1, issued by a test intermediate under a test root CA
+           (fiotest.pki.ScanPki); the scanners are given the root.
 
-For each run: testssl.sh (Debian package testssl.sh) and sslyze (PyPI, in
-a venv) scan the server, and our own check watches the TLS 1.2 session
-ticket key (OpenSSL names it in the first 16 bytes of every ticket).
-Every finding of severity MEDIUM or worse is printed in one table with a
-verdict: "expected" (the untrusted self-signed chain of the default run),
-"app" (HTTP response headers, which the application sets, not the TLS
-library) or "UNEXPECTED". sslyze has no severities: the mapping used is in
-sslyze_findings().
+test_scanners[run]: testssl.sh (Debian package testssl.sh) and sslyze (PyPI,
+in a venv) scan the server, and our own check watches the TLS 1.2 session
+ticket key (OpenSSL names it in the first 16 bytes of every ticket). Every
+finding of severity MEDIUM or worse is printed in one table with a verdict:
+"expected" (the untrusted self-signed chain of the default run), "app"
+(HTTP response headers, which the application sets, not the TLS library)
+or "UNEXPECTED" (fails the test). sslyze has no severities: the mapping
+used is in findings_of_sslyze().
 
-Then the interop matrix against the test-ca server (unless --skip-interop):
-curl, openssl s_client -tls1_2/-tls1_3, gnutls-cli, Python ssl (TLS 1.2 and
-1.3) each download 1,000,000 bytes (and curl/Python upload 1 MiB) byte-exact;
-h2load and wrk run short bounded loads (h2load checks the exact byte count);
-crafted ClientHellos for SSLv2, SSLv3, TLS 1.0, TLS 1.1 and for TLS 1.2 with
-only NULL / EXPORT / RC4 / 3DES / CBC / anonymous / static-RSA suites must
-get a fatal alert quickly, not a hang (a control hello gets a ServerHello).
-(facil_suite.py already covers s_client -tls1/-tls1_1 and a few cipher
+test_interop, against its own test-ca server: curl, openssl s_client
+-tls1_2/-tls1_3, gnutls-cli, Python ssl (TLS 1.2 and 1.3) each download
+1,000,000 bytes (and curl/Python upload 1 MiB) byte-exact; h2load and wrk
+run short bounded loads (h2load checks the exact byte count); crafted
+ClientHellos for SSLv2, SSLv3, TLS 1.0, TLS 1.1 and for TLS 1.2 with only
+NULL / EXPORT / RC4 / 3DES / CBC / anonymous / static-RSA suites must get a
+fatal alert quickly, not a hang (a control hello gets a ServerHello). (The
+server suite already covers s_client -tls1/-tls1_1 and a few cipher
 refusals; these hellos do not depend on what the local OpenSSL can offer.)
 
-Missing tools are installed unless --no-install: apt-get install
-testssl.sh wrk nghttp2-client gnutls-bin; pip install sslyze into --venv.
-
-Exit status 1 when a finding is UNEXPECTED or an interop check failed.
-Ends with "N passed, N failed" (interop checks, plus one check per run and
-scanner that it completed and found nothing unexpected).
+Missing tools are installed (as root) unless SCAN_NO_INSTALL=1: apt-get
+install testssl.sh wrk nghttp2-client gnutls-bin; pip install sslyze into
+BUILD/scan-venv. A tool still missing fails its check. The scanners' own
+output (testssl-*.txt|json, sslyze-*.txt|json) stays in the test's scratch
+directory when the test fails.
 """
-import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -48,37 +42,38 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-from harness import BIG_BODY, fnv1a, free_port  # noqa: E402
+import pytest
+
+from fiotest.pki import ScanPki
+from fiotest.proc import BIG_BODY, fnv1a
+from fiotest.proc import run as run_result
+
+pytestmark = [pytest.mark.scan, pytest.mark.facil]
 
 MEDIUM_PLUS = ("MEDIUM", "HIGH", "CRITICAL")
 BIG_LEN = 1_000_000
 assert len(BIG_BODY) == BIG_LEN
 
 
-def run(argv, input=None, timeout=60, env=None):
-    try:
-        r = subprocess.run(argv, input=input, capture_output=True, timeout=timeout, env=env)
-        return r.returncode, r.stdout, r.stderr
-    except subprocess.TimeoutExpired as e:
-        return None, e.stdout or b"", e.stderr or b""
+def run(argv, input=b"", timeout=60, env=None):
+    """(rc, stdout, stderr); rc is None after a timeout."""
+    r = run_result(argv, input=input, timeout=timeout, env=env)
+    return r.rc, r.out, r.err
 
 
 # ---------------------------------------------------------------------------
 # tools
 # ---------------------------------------------------------------------------
 
-def ensure_tools(args):
+def ensure_tools(venv, install):
     """Returns {tool: path or None}; installs what is missing if allowed."""
     apt = {"testssl": "testssl.sh", "wrk": "wrk", "h2load": "nghttp2-client",
            "gnutls-cli": "gnutls-bin", "curl": "curl"}
     missing = [pkg for tool, pkg in apt.items() if not shutil.which(tool)]
-    if missing and not args.no_install and os.geteuid() == 0:
+    if missing and install and os.geteuid() == 0:
         print(f"# installing {missing} with apt-get")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(["apt-get", "update", "-qq"], timeout=600, env=env)
@@ -87,101 +82,17 @@ def ensure_tools(args):
         if rc != 0:
             print(f"# apt-get install failed: {err.decode(errors='replace')[-500:]}")
     tools = {t: shutil.which(t) for t in apt}
-    sslyze = os.path.join(args.venv, "bin", "sslyze")
-    if not os.path.exists(sslyze) and not args.no_install:
-        print(f"# installing sslyze into {args.venv}")
-        run([sys.executable, "-m", "venv", args.venv], timeout=300)
-        rc, out, err = run([os.path.join(args.venv, "bin", "pip"), "install", "-q", "sslyze"],
+    sslyze = os.path.join(venv, "bin", "sslyze")
+    if not os.path.exists(sslyze) and install:
+        print(f"# installing sslyze into {venv}")
+        run([sys.executable, "-m", "venv", venv], timeout=300)
+        rc, out, err = run([os.path.join(venv, "bin", "pip"), "install", "-q", "sslyze"],
                            timeout=900)
         if rc != 0:
             print(f"# pip install sslyze failed: {err.decode(errors='replace')[-500:]}")
     tools["sslyze"] = sslyze if os.path.exists(sslyze) else shutil.which("sslyze")
     return tools
 
-
-# ---------------------------------------------------------------------------
-# test PKI (openssl CLI)
-# ---------------------------------------------------------------------------
-
-class Pki:
-    def __init__(self, d):
-        self.d = d
-        self.root = os.path.join(d, "root.pem")
-        self.key = os.path.join(d, "leaf.key")
-        self.fullchain = os.path.join(d, "fullchain.pem")
-
-    def ossl(self, *args):
-        r = subprocess.run(["openssl", *args], cwd=self.d, capture_output=True)
-        if r.returncode:
-            raise RuntimeError(f"openssl {args}: {r.stderr.decode(errors='replace')}")
-
-    def make(self):
-        p = lambda n: os.path.join(self.d, n)
-        with open(p("root.ext"), "w") as f:
-            f.write("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
-                    "subjectKeyIdentifier=hash\n")
-        with open(p("inter.ext"), "w") as f:
-            f.write("basicConstraints=critical,CA:TRUE,pathlen:0\n"
-                    "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
-                    "authorityKeyIdentifier=keyid\n")
-        # A real CA's leaf names its revocation sources; the URLs point at
-        # the loopback (the scanners are not allowed to phone out anyway).
-        with open(p("leaf.ext"), "w") as f:
-            f.write("basicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth\n"
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
-                    "crlDistributionPoints=URI:http://127.0.0.1:9/inter.crl\n"
-                    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp,"
-                    "caIssuers;URI:http://127.0.0.1:9/inter.der\n")
-        self.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384",
-                  "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "3650",
-                  "-subj", "/O=fio_tls scan/CN=fio_tls scan Test Root CA",
-                  "-addext", "basicConstraints=critical,CA:TRUE",
-                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        self.ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-nodes", "-keyout", "inter.key", "-out", "inter.csr",
-                  "-subj", "/O=fio_tls scan/CN=fio_tls scan Test Intermediate CA")
-        self.ossl("x509", "-req", "-in", "inter.csr", "-CA", "root.pem", "-CAkey", "root.key",
-                  "-CAcreateserial", "-days", "1825", "-sha384", "-extfile", "inter.ext",
-                  "-out", "inter.pem")
-        self.ossl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key",
-                  "-out", "leaf.csr", "-subj", "/O=fio_tls scan/CN=localhost")
-        self.ossl("x509", "-req", "-in", "leaf.csr", "-CA", "inter.pem", "-CAkey", "inter.key",
-                  "-CAcreateserial", "-days", "90", "-sha256", "-extfile", "leaf.ext",
-                  "-out", "leaf.pem")
-        with open(self.fullchain, "wb") as out:
-            for n in ("leaf.pem", "inter.pem"):
-                with open(p(n), "rb") as f:
-                    out.write(f.read())
-
-
-# ---------------------------------------------------------------------------
-# servers
-# ---------------------------------------------------------------------------
-
-class Server(harness.LoggedProcess):
-    def __init__(self, argv, port, log_path, env=None):
-        super().__init__(argv, log_path, env)
-        self.port = port
-
-    def wait_ready(self, timeout=15):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-
-# ---------------------------------------------------------------------------
-# testssl.sh
-# ---------------------------------------------------------------------------
 
 def run_scanner(name, argv, out_dir, tag, timeout):
     """Runs the scanner whose command line is argv(json_path) and which
@@ -209,7 +120,7 @@ def run_testssl(tool, port, ca, out_dir, tag):
     return data, error, took
 
 
-def testssl_findings(data):
+def findings_of_testssl(data):
     findings = []
     for item in data:
         sev = item.get("severity", "")
@@ -218,7 +129,7 @@ def testssl_findings(data):
     return findings
 
 
-def testssl_facts(data):
+def facts_of_testssl(data):
     """A few values worth showing even when they are fine."""
     want = ("TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "SSLv2", "SSLv3", "cipher_order",
             "PFS_ECDHE_curves", "TLS_session_ticket", "sessionresumption_ticket",
@@ -247,7 +158,7 @@ def run_sslyze(tool, port, ca, out_dir, tag):
 WEAK_SUITE = re.compile(r"NULL|EXPORT|RC4|DES|anon|MD5|IDEA|RC2|SEED|PSK")
 
 
-def sslyze_findings(data, compliance, ca_given):
+def findings_of_sslyze(data, compliance, ca_given):
     """sslyze reports facts, not severities. The mapping used here:
     CRITICAL: certificate not trusted by any store (or the given CA), Heartbleed;
     HIGH: SSL 2/3 accepted, a NULL/EXPORT/RC4/DES/anon suite accepted, CCS
@@ -336,7 +247,7 @@ def sslyze_findings(data, compliance, ca_given):
     return findings
 
 
-def sslyze_facts(data):
+def facts_of_sslyze(data):
     facts = []
     for server in data.get("server_scan_results", []):
         res = server.get("scan_result") or {}
@@ -433,14 +344,14 @@ def verdict(run_name, scanner, ident, finding):
     return "UNEXPECTED", ""
 
 
-def scanner_rows(suite, table, run_name, scanner, label, found):
+def scanner_rows(ctx, table, run_name, scanner, label, found):
     """Adds a scanner's MEDIUM+ findings, with their verdicts, to the table;
     one check (named after label) that none of them is UNEXPECTED."""
     rows = [(run_name, scanner, s, i, *verdict(run_name, scanner, i, f)[:1], f[:150])
             for s, i, f in found if s in MEDIUM_PLUS]
     table.extend(rows)
     bad = [r for r in rows if r[4] == "UNEXPECTED"]
-    suite.check(f"[{run_name}] {label}: no unexpected MEDIUM+ finding "
+    ctx.check(f"[{run_name}] {label}: no unexpected MEDIUM+ finding "
                 f"({len(rows)} MEDIUM+, {len(bad)} unexpected)", not bad,
                 "\n".join(map(str, bad)))
 
@@ -470,7 +381,7 @@ def http_split(raw):
     return status, (int(m.group(1)) if m else None), body
 
 
-def interop(suite, port, pki, tools, tmp):
+def interop(ctx, port, pki, tools, tmp):
     tag = "[interop]"
     req_big = b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     upload = os.urandom(1 << 20)
@@ -491,7 +402,7 @@ def interop(suite, port, pki, tools, tmp):
                            f"https://localhost:{port}/"], timeout=30)
         rc3, o3, e3 = run(["curl", "-sS", "-v", "--cacert", pki.root, *flags, "-o", "/dev/null",
                            f"https://localhost:{port}/"], timeout=30)
-        suite.check(f"{tag} curl {want}: verified, GET /big byte-exact, 1 MiB POST echoed",
+        ctx.check(f"{tag} curl {want}: verified, GET /big byte-exact, 1 MiB POST echoed",
                     rc == 0 and o == b"200 0" and body == BIG_BODY and o2 == want_reply
                     and f"SSL connection using {want}".encode() in e3,
                     f"rc={rc} {o!r} len={len(body)} post={o2!r} {e[-300:]!r} {e2[-300:]!r}")
@@ -502,7 +413,7 @@ def interop(suite, port, pki, tools, tmp):
                         "localhost", flag, "-CAfile", pki.root, "-verify_return_error",
                         "-verify_hostname", "localhost", "-quiet"], input=req_big, timeout=30)
         status, length, body = http_split(o)
-        suite.check(f"{tag} openssl s_client {flag}: verified, GET /big byte-exact",
+        ctx.check(f"{tag} openssl s_client {flag}: verified, GET /big byte-exact",
                     rc == 0 and status.endswith(b"200 OK") and length == BIG_LEN and body == BIG_BODY,
                     f"rc={rc} status={status!r} length={length} got={len(body)} {e[-400:]!r}")
 
@@ -513,26 +424,27 @@ def interop(suite, port, pki, tools, tmp):
                         f"--logfile={log}", "localhost"], input=req_big, timeout=30)
         status, length, body = http_split(o)
         info = open(log, "rb").read() if os.path.exists(log) else b""
-        suite.check(f"{tag} gnutls-cli: verified, GET /big byte-exact",
+        ctx.check(f"{tag} gnutls-cli: verified, GET /big byte-exact",
                     rc == 0 and status.endswith(b"200 OK") and body == BIG_BODY
                     and b"Handshake was completed" in info,
                     f"rc={rc} status={status!r} got={len(body)} {(info + e)[-400:]!r}")
     else:
-        suite.skip(f"{tag} gnutls-cli", "not installed")
+        ctx.check(f"{tag} gnutls-cli installed", False,
+                  "not installed (make scan installs it with apt-get as root)")
 
     # Python ssl
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-        ctx = ssl.create_default_context(cafile=pki.root)
-        ctx.minimum_version = ctx.maximum_version = version
+        sslctx = ssl.create_default_context(cafile=pki.root)
+        sslctx.minimum_version = sslctx.maximum_version = version
         ok, detail = False, ""
         try:
-            c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+            c = http.client.HTTPSConnection("localhost", port, context=sslctx, timeout=20)
             c.request("GET", "/big")
             r = c.getresponse()
             body = r.read()
             negotiated = c.sock.version()
             c.close()
-            c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+            c = http.client.HTTPSConnection("localhost", port, context=sslctx, timeout=20)
             c.request("POST", "/", body=upload, headers={"Content-Type": "application/octet-stream"})
             reply = c.getresponse().read()
             c.close()
@@ -541,7 +453,7 @@ def interop(suite, port, pki, tools, tmp):
             detail = f"status={r.status} got={len(body)} reply={reply!r} version={negotiated}"
         except Exception as e:  # noqa: BLE001 -- any failure is the finding
             detail = repr(e)
-        suite.check(f"{tag} Python ssl {version.name}: verified, GET /big byte-exact, 1 MiB POST echoed",
+        ctx.check(f"{tag} Python ssl {version.name}: verified, GET /big byte-exact, 1 MiB POST echoed",
                     ok, detail)
 
     # h2load (HTTP/1.1 over TLS: facil.io 0.7 speaks no h2)
@@ -552,25 +464,27 @@ def interop(suite, port, pki, tools, tmp):
         text = o.decode(errors="replace")
         m = re.search(r"traffic: .*?, .*?\((\d+)\) data", text)
         proto = re.search(r"TLS Protocol: (\S+)", text)
-        suite.check(f"{tag} h2load --h1: {n} x GET /big all succeeded, exactly {n * BIG_LEN} body bytes "
+        ctx.check(f"{tag} h2load --h1: {n} x GET /big all succeeded, exactly {n * BIG_LEN} body bytes "
                     f"({proto.group(1) if proto else '?'})",
                     rc == 0 and f"{n} succeeded, 0 failed, 0 errored" in text
                     and m is not None and int(m.group(1)) == n * BIG_LEN, text[-800:])
     else:
-        suite.skip(f"{tag} h2load", "not installed")
+        ctx.check(f"{tag} h2load installed", False,
+                  "not installed (make scan installs it with apt-get as root)")
     if tools.get("wrk"):
         rc, o, e = run(["wrk", "-t1", "-c4", "-d2s", "--timeout", "5s",
                         f"https://127.0.0.1:{port}/"], timeout=60)
         text = o.decode(errors="replace")
         m = re.search(r"(\d+) requests in", text)
-        suite.check(f"{tag} wrk 2 s, 4 connections: {m.group(1) if m else '?'} requests, no socket "
+        ctx.check(f"{tag} wrk 2 s, 4 connections: {m.group(1) if m else '?'} requests, no socket "
                     "errors, no non-2xx",
                     rc == 0 and m is not None and int(m.group(1)) > 0 and "Socket errors" not in text
                     and "Non-2xx" not in text, text[-800:])
     else:
-        suite.skip(f"{tag} wrk", "not installed")
+        ctx.check(f"{tag} wrk installed", False,
+                  "not installed (make scan installs it with apt-get as root)")
 
-    refusals(suite, port)
+    refusals(ctx, port)
 
 
 # crafted ClientHellos ---------------------------------------------------------
@@ -659,10 +573,10 @@ def describe(data):
     return f"{data[:16].hex() or 'nothing'}"
 
 
-def refusals(suite, port):
+def refusals(ctx, port):
     tag = "[interop]"
     data, took, closed = answer_to(port, client_hello(0x0303, 0x0301, GOOD_SUITES))
-    suite.check(f"{tag} control: a crafted TLS 1.2 ClientHello with ECDHE AEAD suites gets a "
+    ctx.check(f"{tag} control: a crafted TLS 1.2 ClientHello with ECDHE AEAD suites gets a "
                 f"ServerHello ({describe(data)})", data[:1] == b"\x16" and data[5:6] == b"\x02",
                 data[:32].hex())
     cases = [("SSLv3 ClientHello", client_hello(0x0300, 0x0300, [0x000A, 0x0005, 0x002F, 0x0035], False)),
@@ -673,110 +587,107 @@ def refusals(suite, port):
     for name, hello in cases:
         data, took, closed = answer_to(port, hello)
         alert = len(data) >= 7 and data[0] == 0x15 and data[5] == 2
-        suite.check(f"{tag} {name}: refused with {describe(data)} in {took:.2f} s, then closed",
+        ctx.check(f"{tag} {name}: refused with {describe(data)} in {took:.2f} s, then closed",
                     alert and closed and took < 4, f"got {data[:32].hex()} closed={closed}")
     data, took, closed = answer_to(port, sslv2_hello())
-    suite.check(f"{tag} SSLv2 ClientHello: refused ({describe(data) if data else 'closed'}) in "
+    ctx.check(f"{tag} SSLv2 ClientHello: refused ({describe(data) if data else 'closed'}) in "
                 f"{took:.2f} s, no hang (SSLv2 has no TLS alert format)",
                 closed and took < 4 and (not data or data[0] == 0x15), f"got {data[:32].hex()}")
 
 
 # ---------------------------------------------------------------------------
-# main
+# the tests
 # ---------------------------------------------------------------------------
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bin-dir", required=True, help="directory with demo and fio_server")
-    ap.add_argument("--venv", default="build/scan-venv", help="venv for sslyze")
-    ap.add_argument("--tmp-root", default=None)
-    ap.add_argument("--only", default="default,test-ca")
-    ap.add_argument("--no-install", action="store_true")
-    ap.add_argument("--skip-testssl", action="store_true")
-    ap.add_argument("--skip-sslyze", action="store_true")
-    ap.add_argument("--skip-interop", action="store_true")
-    ap.add_argument("--keep", action="store_true")
-    args = ap.parse_args()
+@pytest.fixture(scope="module")
+def tools(paths):
+    t = ensure_tools(os.path.join(paths.build, "scan-venv"),
+                     install=os.environ.get("SCAN_NO_INSTALL", "") in ("", "0"))
+    print("# tools: " + ", ".join(f"{k}={'yes' if v else 'MISSING'}" for k, v in t.items()))
+    return t
 
-    suite = harness.Report("not ok", harness.first_lines(30))
-    tools = ensure_tools(args)
-    print("# tools: " + ", ".join(f"{k}={'yes' if v else 'MISSING'}" for k, v in tools.items()))
-    tmp = harness.make_tmp("fio_tls_scan.", args.tmp_root)
-    pki = Pki(tmp)
-    pki.make()
-    began = time.monotonic()
+
+@pytest.fixture(scope="module")
+def scan_pki(tmp_path_factory):
+    p = ScanPki(str(tmp_path_factory.mktemp("scan-pki")))
+    p.make()
+    return p
+
+
+def start(ctx, name, scan_pki):
+    """The server of run `name`; waits until it accepts connections (the
+    demo prints no READY line). Returns (server, listening?)."""
+    if name == "default":
+        argv = [ctx.binary("static", "demo"), "{port}", "127.0.0.1"]
+    else:
+        argv = [ctx.binary("static", "fio_server"), "certs", "{port}", "localhost",
+                scan_pki.key, scan_pki.fullchain]
+    # should the library grow a ticket key rotation period setting, this name
+    # is what the ticket check expects (1 s: it waits 1.5 s between tickets);
+    # unknown variables are ignored
+    srv = ctx.server(argv, name, env=ctx.env("static", {"FIO_TLS_TICKET_KEY_SECONDS": "1"}))
+    end = time.monotonic() + 15
+    while time.monotonic() < end and srv.alive():
+        try:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=1):
+                return srv, True
+        except OSError:
+            time.sleep(0.1)
+    return srv, False
+
+
+def check_survived(ctx, label, srv):
+    srv.stop()
+    log = srv.text()
+    crashes = [l for l in log.splitlines() if re.search(r"FATAL|panicked|Sanitizer", l)]
+    ctx.check(label, srv.rc == 0 and not crashes,
+              f"exit {srv.rc}\n" + "\n".join(crashes[:10]) + log[-1500:])
+
+
+@pytest.mark.parametrize("name", ["default", "test-ca"])
+def test_scanners(ctx, tools, scan_pki, name):
+    srv, listening = start(ctx, name, scan_pki)
+    if not ctx.check(f"[{name}] server listens on 127.0.0.1:{srv.port}", listening, srv.text()):
+        return
+    port, tmp = srv.port, ctx.tmp
+    ca = scan_pki.root if name == "test-ca" else None
     table = []
-    runs = {
-        "default": ([os.path.join(args.bin_dir, "demo")], None),
-        "test-ca": ([os.path.join(args.bin_dir, "fio_server"), "certs"], pki),
-    }
-    try:
-        for name in [n for n in args.only.split(",") if n]:
-            argv, run_pki = runs[name]
-            port = free_port()
-            if run_pki:
-                argv = argv + [str(port), "localhost", pki.key, pki.fullchain]
-            else:
-                argv = argv + [str(port), "127.0.0.1"]
-            # should the library grow a ticket key rotation period setting,
-            # this name is what the ticket check expects (1 s: it waits 1.5 s
-            # between tickets); unknown variables are ignored
-            env = dict(os.environ, FIO_TLS_TICKET_KEY_SECONDS="1")
-            srv = Server(argv, port, os.path.join(tmp, f"server-{name}.log"), env=env)
-            try:
-                if not suite.check(f"[{name}] server listens on 127.0.0.1:{port}", srv.wait_ready(),
-                                   srv.text()):
-                    continue
-                ca = pki.root if run_pki else None
-                print(f"# [{name}] scanning localhost:{port} (127.0.0.1)"
-                      f"{' with the test root CA' if ca else ''}")
-                if tools.get("testssl") and not args.skip_testssl:
-                    data, err, took = run_testssl(tools["testssl"], port, ca, tmp, name)
-                    if suite.check(f"[{name}] testssl.sh completed ({took:.0f} s)", data is not None, err):
-                        for fact in testssl_facts(data):
-                            print(f"#   testssl {fact[0]}: {fact[1]} {fact[2][:110]}")
-                        scanner_rows(suite, table, name, "testssl", "testssl.sh",
-                                     testssl_findings(data))
-                elif not args.skip_testssl:
-                    suite.check(f"[{name}] testssl.sh available", False, "not installed")
-                if tools.get("sslyze") and not args.skip_sslyze:
-                    data, compliance, err, took = run_sslyze(tools["sslyze"], port, ca, tmp, name)
-                    if suite.check(f"[{name}] sslyze completed ({took:.0f} s)", data is not None, err):
-                        for fact in sslyze_facts(data):
-                            print(f"#   sslyze {fact[0]}: {fact[1][:160]}")
-                        for line in compliance.strip().splitlines()[2:]:
-                            if line.strip() and "Warning" not in line and "x509_store" not in line:
-                                print(f"#   sslyze {line.strip()}")
-                        scanner_rows(suite, table, name, "sslyze", "sslyze",
-                                     sslyze_findings(data, compliance, bool(ca)))
-                elif not args.skip_sslyze:
-                    suite.check(f"[{name}] sslyze available", False, "not installed")
-                if not run_pki and tools.get("sslyze"):
-                    pinned_note(port, os.path.dirname(os.path.dirname(tools["sslyze"])), tmp)
-                found, detail = ticket_findings(port, tmp)
-                print(f"#   own check, TLS 1.2 session tickets: {detail}")
-                rows = [(name, "own", s, i, "UNEXPECTED", f[:150]) for s, i, f in found]
-                table += rows
-                suite.check(f"[{name}] session ticket key rotation", not rows,
-                            "\n".join(r[5] for r in rows))
-                if name == "test-ca" and not args.skip_interop:
-                    interop(suite, port, pki, tools, tmp)
-                srv.stop()
-                log = srv.text()
-                crashes = [l for l in log.splitlines() if re.search(r"FATAL|panicked|Sanitizer", l)]
-                suite.check(f"[{name}] server survived the scans and stopped cleanly",
-                            srv.proc.returncode == 0 and not crashes,
-                            f"exit {srv.proc.returncode}\n" + "\n".join(crashes[:10]) + log[-1500:])
-            finally:
-                srv.stop()
-        print_table(table)
-        print(f"# scanner outputs: {tmp}/testssl-*.txt|json, sslyze-*.txt|json"
-              + ("" if args.keep or suite.failed else " (removed: pass --keep)"))
-    finally:
-        harness.drop_tmp(tmp, suite.failed or args.keep)
-        print(f"# scan took {time.monotonic() - began:.0f} s")
-    return suite.summary()
+    print(f"# [{name}] scanning localhost:{port} (127.0.0.1)"
+          f"{' with the test root CA' if ca else ''}")
+    if tools.get("testssl"):
+        data, err, took = run_testssl(tools["testssl"], port, ca, tmp, name)
+        if ctx.check(f"[{name}] testssl.sh completed ({took:.0f} s)", data is not None, err):
+            for fact in facts_of_testssl(data):
+                print(f"#   testssl {fact[0]}: {fact[1]} {fact[2][:110]}")
+            scanner_rows(ctx, table, name, "testssl", "testssl.sh", findings_of_testssl(data))
+    else:
+        ctx.check(f"[{name}] testssl.sh available", False, "not installed")
+    if tools.get("sslyze"):
+        data, compliance, err, took = run_sslyze(tools["sslyze"], port, ca, tmp, name)
+        if ctx.check(f"[{name}] sslyze completed ({took:.0f} s)", data is not None, err):
+            for fact in facts_of_sslyze(data):
+                print(f"#   sslyze {fact[0]}: {fact[1][:160]}")
+            for line in compliance.strip().splitlines()[2:]:
+                if line.strip() and "Warning" not in line and "x509_store" not in line:
+                    print(f"#   sslyze {line.strip()}")
+            scanner_rows(ctx, table, name, "sslyze", "sslyze",
+                         findings_of_sslyze(data, compliance, bool(ca)))
+    else:
+        ctx.check(f"[{name}] sslyze available", False, "not installed")
+    if not ca and tools.get("sslyze"):
+        pinned_note(port, os.path.dirname(os.path.dirname(tools["sslyze"])), tmp)
+    found, detail = ticket_findings(port, tmp)
+    print(f"#   own check, TLS 1.2 session tickets: {detail}")
+    rows = [(name, "own", s, i, "UNEXPECTED", f[:150]) for s, i, f in found]
+    table += rows
+    ctx.check(f"[{name}] session ticket key rotation", not rows, "\n".join(r[5] for r in rows))
+    print_table(table)
+    check_survived(ctx, f"[{name}] server survived the scans and stopped cleanly", srv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def test_interop(ctx, tools, scan_pki):
+    srv, listening = start(ctx, "test-ca", scan_pki)
+    if not listening:
+        pytest.fail(f"the test-ca server does not listen:\n{srv.text()[-2000:]}")
+    interop(ctx, srv.port, scan_pki, tools, ctx.tmp)
+    check_survived(ctx, "[interop] server survived the interop matrix and stopped cleanly", srv)
