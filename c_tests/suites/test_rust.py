@@ -3,7 +3,9 @@ regression replays of tests/), one pytest test each, so that `make check`
 has one set of verdicts and one total.
 
 Collection lists the tests (`cargo test -- --list`); the first test run
-runs the whole cargo suite once and every test reads its own verdict."""
+runs the whole cargo suite once and every test reads its own verdict.
+With --openssl vendored (make check OPENSSL=vendored) cargo builds and
+tests the vendored library (--features vendored, in --cargo-target-dir)."""
 import os
 import re
 import subprocess
@@ -30,13 +32,21 @@ def _blocks(r):
     return list(zip(names, bodies))
 
 
-def _cargo(*args):
-    return subprocess.run([CARGO, "test", "--release", *args], cwd=ROOT,
+def _flags(config):
+    """cargo's options for the build under test (conftest's --openssl)."""
+    if config.getoption("--openssl") != "vendored":
+        return []
+    target = config.getoption("--cargo-target-dir") or os.path.join(ROOT, "target", "vendored")
+    return ["--features", "vendored", "--target-dir", target]
+
+
+def _cargo(flags, *args):
+    return subprocess.run([CARGO, "test", "--release", *flags, *args], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _listing():
-    r = _cargo("--", "--list")
+def _listing(flags):
+    r = _cargo(flags, "--", "--list")
     blocks = _listing_blocks(r) if r.returncode == 0 else None
     if blocks is None:
         return None, r.stdout + r.stderr
@@ -54,13 +64,26 @@ def _listing_blocks(r):
     return list(zip(names, bodies))
 
 
-_IDS, _LIST_OUTPUT = _listing()
+_LISTINGS = {}
+
+
+def _listed(config):
+    """(test ids, cargo's output when listing failed), listed once a run."""
+    flags = tuple(_flags(config))
+    if flags not in _LISTINGS:
+        _LISTINGS[flags] = _listing(list(flags))
+    return _LISTINGS[flags]
+
+
+def pytest_generate_tests(metafunc):
+    if "test_id" in metafunc.fixturenames:
+        metafunc.parametrize("test_id", _listed(metafunc.config)[0] or [])
 
 
 @pytest.fixture(scope="module")
-def cargo_run():
+def cargo_run(request):
     """Runs the cargo suite once: {test id: (verdict, output)}."""
-    r = _cargo()
+    r = _cargo(_flags(request.config))
     results = {}
     for binary, body in _blocks(r) or []:
         for name, verdict in re.findall(r"^test (\S+) (?:- should panic )?\.\.\. (ok|FAILED|ignored)",
@@ -71,11 +94,11 @@ def cargo_run():
     return results, r
 
 
-def test_cargo_builds_and_lists_tests():
-    assert _IDS, f"cargo test --list failed or listed nothing:\n{_LIST_OUTPUT[-5000:]}"
+def test_cargo_builds_and_lists_tests(request):
+    ids, output = _listed(request.config)
+    assert ids, f"cargo test --list failed or listed nothing:\n{output[-5000:]}"
 
 
-@pytest.mark.parametrize("test_id", _IDS or [])
 def test_rust(cargo_run, test_id):
     results, r = cargo_run
     if test_id not in results:
