@@ -10,10 +10,15 @@
 pub mod boundary;
 pub mod handle;
 pub mod link;
+mod reload;
+
+// fio_tls_reload (the cluster branch) calls it in every process.
+#[allow(unused_imports)]
+pub(crate) use reload::recheck_objects;
 
 use crate::facil::hooks::{self, Handler, ProtocolCallback, Snapshot};
 use crate::log::{log_debug, log_error};
-use crate::tls::{CertEntry, ConfigError, Role, TlsConfig, Trust};
+use crate::tls::{ConfigError, LoadedCert, LoadedTrust, Role, TlsConfig};
 use boundary::ffi_boundary;
 use handle::{Lookup, Registry};
 use libc::{c_char, c_void};
@@ -32,13 +37,20 @@ pub struct fio_tls_s {
 /// and the OpenSSL contexts built from them.
 ///
 /// Two locks, so that a handshake never waits on a configuration change:
-/// `config` serialises the changes (held while contexts are built, never
-/// while files are read or keys generated), `built` is held only to copy or
-/// replace the `Arc` that `fio_tls_accept` / `fio_tls_connect` start from.
-/// Connections keep their own `Arc` of what they started with.
+/// `config` serialises the changes (held while contexts are built and while
+/// the watcher reloads changed files, never while `fio_tls_cert_add` /
+/// `fio_tls_trust` read files or generate keys), `built` is held only to
+/// copy or replace the `Arc` that `fio_tls_accept` / `fio_tls_connect`
+/// start from. Connections keep their own `Arc` of what they started with;
+/// the certificate a server handshake serves is looked up in the shared
+/// table ([`crate::tls::Certs`]) under its own read lock.
 pub struct TlsObject {
     config: Mutex<TlsConfig<Handler>>,
     built: Mutex<Arc<Snapshot>>,
+    /// The process that made the object: it reports reloads and expiry at
+    /// their own level; forked workers checking their copies say so at
+    /// DEBUG only (one line per change per application, not per process).
+    creator: libc::pid_t,
 }
 
 /// Every live object, by handle.
@@ -128,6 +140,25 @@ impl TlsObject {
             Err(e) => log_error!("{api}: {e}"),
         }
     }
+
+    /// Publishes a new snapshot built from `config` (whose lock the caller
+    /// holds); the old one is released after the locks.
+    fn publish(&self, config: MutexGuard<'_, TlsConfig<Handler>>, api: &str) {
+        let mut config = config;
+        match config.build() {
+            Ok(built) => {
+                let old = std::mem::replace(&mut *lock(&self.built), Arc::new(built));
+                drop(config);
+                drop(old);
+            }
+            Err(e) => log_error!("{api}: {e}"),
+        }
+    }
+}
+
+fn getpid() -> libc::pid_t {
+    // SAFETY: getpid(2) has no preconditions.
+    unsafe { libc::getpid() }
 }
 
 /// Creates a TLS settings object with a default certificate.
@@ -189,14 +220,19 @@ pub unsafe extern "C" fn fio_tls_new(
         let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
             .and_then(|mut config| config.build().map(|built| (config, built)));
         let object = match made {
-            Ok((config, built)) => TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)) },
+            Ok((config, built)) => {
+                TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)), creator: getpid() }
+            }
             Err(e) => {
                 log_error!("{API}: {e}");
                 return core::ptr::null_mut();
             }
         };
         match OBJECTS.insert(object) {
-            Ok(handle) => to_c(handle),
+            Ok(handle) => {
+                reload::arm_timer();
+                to_c(handle)
+            }
             Err(handle::Full(n)) => {
                 log_error!("{API}: {n} fio_tls_s objects exist already (the limit); destroy some first");
                 core::ptr::null_mut()
@@ -245,14 +281,19 @@ pub unsafe extern "C" fn fio_tls_cert_add(
         ) else {
             return;
         };
-        tls.update(
-            API,
-            || CertEntry::load(name.as_deref(), key.as_deref(), cert.as_deref()),
-            |c, entry| {
-                c.add_entry(name.as_deref(), entry);
-                Ok(())
-            },
-        );
+        // The files are read (or the key generated) before the lock.
+        let loaded = match LoadedCert::load(name.as_deref(), key.as_deref(), cert.as_deref()) {
+            Ok(l) => l,
+            Err(e) => return log_error!("{API}: {e}"),
+        };
+        let mut config = lock(&tls.config);
+        match config.add_loaded(name.as_deref(), loaded) {
+            // The first certificate from files is also the client's: the
+            // client context changed.
+            Ok(true) => tls.publish(config, API),
+            Ok(false) => {}
+            Err(e) => log_error!("{API}: {e}"),
+        }
     })
 }
 
@@ -346,9 +387,9 @@ pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_ch
         let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
         tls.update(
             API,
-            || Trust::load(ca_file.as_deref()),
+            || LoadedTrust::load(ca_file.as_deref()),
             |c, trust| {
-                c.trust_with(trust);
+                c.trust_loaded(trust);
                 Ok(())
             },
         );

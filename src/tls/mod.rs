@@ -14,7 +14,8 @@ mod sys;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod tickets;
+pub mod watch;
 
-pub use config::{Built, CertEntry, Protocol, TlsConfig, Trust};
+pub use config::{Built, CertEntry, CheckStep, Certs, LoadedCert, LoadedTrust, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::{ConfigError, ErrorKind};
