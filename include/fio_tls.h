@@ -296,12 +296,6 @@ void fio_tls_destroy(fio_tls_s *tls);
  */
 void fio_tls_needs_libfio_tls_on_the_link_line(void);
 
-extern void SSL_certs_clear(SSL *ssl);
-
-extern int SSL_set_session_id_context(SSL *ssl,
-                                      const unsigned char *sid_ctx,
-                                      unsigned int sid_ctx_len);
-
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
