@@ -1853,4 +1853,84 @@ mod tests {
         }
         assert_eq!(slices, 3);
     }
+
+    /// One connection to `built` with SNI `sni`, offering `session`:
+    /// (whether it was resumed, the session to offer next time, the leaf).
+    fn connect_with_session(
+        built: &Built<u8>,
+        sni: &str,
+        version: SslVersion,
+        session: Option<&openssl::ssl::SslSession>,
+    ) -> (bool, openssl::ssl::SslSession, X509) {
+        use std::io::{Read, Write};
+        let (s, c) = UnixStream::pair().unwrap();
+        let server_ctx = built.server.clone();
+        let server = std::thread::spawn(move || {
+            let mut stream = Ssl::new(&server_ctx).unwrap().accept(s).unwrap();
+            // The client reads this, and with it the TLS 1.3 tickets.
+            stream.write_all(b"x").unwrap();
+            let _ = stream.read(&mut [0u8; 1]);
+        });
+        let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_min_proto_version(Some(version)).unwrap();
+        b.set_max_proto_version(Some(version)).unwrap();
+        let ctx = b.build();
+        let mut ssl = Ssl::new(&ctx).unwrap();
+        ssl.set_hostname(sni).unwrap();
+        if let Some(sess) = session {
+            // SAFETY: the session comes from a context of the same method.
+            unsafe { ssl.set_session(sess).unwrap() };
+        }
+        let mut stream = ssl.connect(c).unwrap();
+        stream.read_exact(&mut [0u8; 1]).unwrap();
+        let resumed = stream.ssl().session_reused();
+        let next = stream.ssl().session().unwrap().to_owned();
+        let leaf = stream.ssl().peer_certificate().unwrap();
+        stream.shutdown().ok();
+        drop(stream);
+        server.join().unwrap();
+        (resumed, next, leaf)
+    }
+
+    #[test]
+    fn sessions_resume_only_under_the_certificate_they_were_made_with() {
+        let dir = TempDir::new("resume");
+        let (k0, c0) = pair(&dir, "d", "d.test", &["d.test"], Usage::Server);
+        let key = testutil::key();
+        let (k1, c1) = write_pair(&dir, "a", &key, &[&leaf_for(&key, "a.test")]);
+        let (k2, c2) = pair(&dir, "b", "b.test", &["b.test"], Usage::Server);
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("d.test"), Some(&k0), Some(&c0)).unwrap();
+        cfg.add_cert(Some("a.test"), Some(&k1), Some(&c1)).unwrap();
+        cfg.add_cert(Some("b.test"), Some(&k2), Some(&c2)).unwrap();
+        let built = cfg.build().unwrap();
+        for version in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
+            for name in ["d.test", "a.test"] {
+                let (resumed, sess, _) = connect_with_session(&built, name, version, None);
+                assert!(!resumed);
+                let (resumed, _, _) = connect_with_session(&built, name, version, Some(&sess));
+                assert!(resumed, "{version:?} {name}: a session resumes under its own certificate");
+            }
+            let (_, sess_a, _) = connect_with_session(&built, "a.test", version, None);
+            let (resumed, _, leaf) = connect_with_session(&built, "b.test", version, Some(&sess_a));
+            assert!(!resumed, "{version:?}: a.test's session is not resumed under b.test's certificate");
+            assert_eq!(certificate_names(&leaf), vec!["b.test".to_string()]);
+        }
+        // After a renewal, a session made under the old certificate gets a
+        // full handshake with the new one.
+        let (_, old13, _) = connect_with_session(&built, "a.test", SslVersion::TLS1_3, None);
+        let (_, old12, _) = connect_with_session(&built, "a.test", SslVersion::TLS1_2, None);
+        pause();
+        let new_key = testutil::key();
+        let new_leaf = leaf_for(&new_key, "a.test");
+        write_pair(&dir, "a", &new_key, &[&new_leaf]);
+        assert_eq!(check_now(&mut cfg, &Reporter::new(true)).reloaded, 1);
+        for (version, old) in [(SslVersion::TLS1_3, &old13), (SslVersion::TLS1_2, &old12)] {
+            let (resumed, sess, leaf) = connect_with_session(&built, "a.test", version, Some(old));
+            assert!(!resumed, "{version:?}");
+            assert_eq!(leaf.to_der().unwrap(), new_leaf.to_der().unwrap());
+            let (resumed, _, _) = connect_with_session(&built, "a.test", version, Some(&sess));
+            assert!(resumed, "{version:?}: the new certificate's sessions resume");
+        }
+    }
 }
