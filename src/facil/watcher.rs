@@ -50,6 +50,30 @@ struct Timer {
 }
 
 static TIMER: OnceCell<Timer> = OnceCell::new();
+/// What else runs at the start of every pass (see [`on_each_pass`]).
+static HOOKS: Mutex<Vec<fn(bool)>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run at the start of every pass of the watch timer,
+/// in every process, on a facil.io thread, with `files` (false when
+/// watching is off and only maintenance runs). For other watched files
+/// (a ticket key file, say): [`crate::tls::watch::Watch`] does the stat
+/// bookkeeping. A hook must be quick and must not panic across (it runs
+/// inside the timer's panic boundary). Registering the same hook twice
+/// keeps one.
+pub fn on_each_pass(hook: fn(bool)) {
+    let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    if !hooks.iter().any(|h| *h as usize == hook as usize) {
+        hooks.push(hook);
+    }
+}
+
+/// Runs the hooks of [`on_each_pass`].
+pub fn run_hooks(files: bool) {
+    let hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for hook in hooks {
+        hook(files);
+    }
+}
 /// The process whose reactor has a timer (armed here or inherited).
 static ARMED_PID: AtomicI32 = AtomicI32::new(0);
 /// The process running a pass now (0: none).
@@ -103,6 +127,7 @@ unsafe extern "C" fn tick(_arg: *mut c_void) {
             *last = Some((me, now));
         }
         RUNNING_PID.store(me, Ordering::Release);
+        run_hooks(timer.files);
         run_slice((timer.make)(timer.files));
     })
 }
@@ -131,4 +156,25 @@ unsafe extern "C" fn next_slice(arg: *mut c_void, _unused: *mut c_void) {
         let pass: Box<dyn Pass> = *unsafe { Box::from_raw(arg.cast::<Box<dyn Pass>>()) };
         run_slice(pass);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+
+    fn hook(files: bool) {
+        RAN.fetch_add(if files { 1 } else { 100 }, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn hooks_run_once_each_per_pass() {
+        on_each_pass(hook);
+        on_each_pass(hook);
+        run_hooks(true);
+        run_hooks(false);
+        assert_eq!(RAN.load(Ordering::SeqCst), 101);
+    }
 }
