@@ -47,10 +47,11 @@ pub struct fio_tls_s {
 pub struct TlsObject {
     config: Mutex<TlsConfig<Handler>>,
     built: Mutex<Arc<Snapshot>>,
-    /// The process that made the object: it reports reloads and expiry at
-    /// their own level; forked workers checking their copies say so at
-    /// DEBUG only (one line per change per application, not per process).
-    creator: libc::pid_t,
+    /// The process that made it (`getpid` in `fio_tls_new`): it reports
+    /// reloads and expiry at their own level; forked workers checking
+    /// their copies say so at DEBUG only (one line per change per
+    /// application, not per process).
+    born_in: u32,
 }
 
 /// Every live object, by handle.
@@ -156,10 +157,6 @@ impl TlsObject {
     }
 }
 
-fn getpid() -> libc::pid_t {
-    // SAFETY: getpid(2) has no preconditions.
-    unsafe { libc::getpid() }
-}
 
 /// Creates a TLS settings object with a default certificate.
 ///
@@ -241,7 +238,7 @@ pub unsafe extern "C" fn fio_tls_new(
             .and_then(|mut config| config.build().map(|built| (config, built)));
         let object = match made {
             Ok((config, built)) => {
-                TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)), creator: getpid() }
+                TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)), born_in: std::process::id() }
             }
             Err(e) => {
                 log_error!("{API}: {e}");

@@ -2,9 +2,8 @@
 //! process: the watcher's passes ([`crate::facil::watcher`]) and
 //! [`recheck_objects`], the entry point of `fio_tls_reload`.
 
-use super::{getpid, lock, fio_tls_s, TlsObject, OBJECTS};
+use super::{lock, TlsObject, OBJECTS};
 use crate::facil::watcher::{self, Pass};
-use crate::ffi::handle::Lookup;
 use crate::tls::watch::{reload_seconds, unix_now, Reporter};
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ impl TlsObject {
     /// on from).
     fn check_files(&self, from: usize, budget: usize, now: i64, files: bool) -> (usize, Option<usize>) {
         let mut config = lock(&self.config);
-        let say = Reporter::new(getpid() == self.creator);
+        let say = Reporter::new(std::process::id() == self.born_in);
         let step = config.check(from, budget, now, &say, files);
         if step.rebuilt {
             self.publish(config, "certificate reload");
@@ -68,26 +67,25 @@ impl Pass for ObjectsPass {
     }
 }
 
-/// Re-checks the watched files of one live `fio_tls_s` (`Some`), or of
-/// every live one (`None`), now, in this process, whatever
-/// `FIO_TLS_RELOAD_SECONDS` says (watching off included): what changed and
-/// loads is served by new handshakes when this returns; what fails to load
-/// is reported once per change of its files, and the old certificate keeps
-/// serving. Also runs the expiry reports and self-signed renewal that are
-/// due. Blocks the calling thread while files are read; handshakes on
-/// other threads never wait for it.
-///
-/// Returns the number of objects checked: 0 for a `target` that is not a
-/// live handle (NULL, destroyed, never made), which is not logged here:
-/// the caller names its own API in that report.
+/// Re-checks the watched files of `target` (of every live object when
+/// `None`) now, in this process, whatever `FIO_TLS_RELOAD_SECONDS` says
+/// (watching off included): a changed key/certificate pair or CA file that
+/// loads replaces the old one for new handshakes when this returns; what
+/// fails to load is reported once per change of its files, and the old one
+/// keeps serving. Also runs the expiry reports and self-signed renewal that
+/// are due. Runs on the caller's thread (a facil.io thread, or the
+/// application's) and takes the objects' configuration locks, never a lock
+/// that handshakes take; the caller must hold no lock of ours. Returns the
+/// number of objects checked.
 #[allow(dead_code)] // until fio_tls_reload (the cluster branch) calls it
-pub(crate) fn recheck_objects(target: Option<*mut fio_tls_s>) -> usize {
-    let objects: Vec<Arc<TlsObject>> = match target {
-        None => OBJECTS.live().into_iter().map(|(_, o)| o).collect(),
-        Some(tls) => match OBJECTS.get(tls as usize) {
-            Lookup::Live(o) => vec![o],
-            _ => return 0,
-        },
+pub(crate) fn recheck_objects(target: Option<&TlsObject>) -> usize {
+    let all: Vec<Arc<TlsObject>>;
+    let objects: Vec<&TlsObject> = match target {
+        Some(o) => vec![o],
+        None => {
+            all = OBJECTS.live().into_iter().map(|(_, o)| o).collect();
+            all.iter().map(|o| &**o).collect()
+        }
     };
     let now = unix_now();
     for object in &objects {
@@ -102,7 +100,8 @@ pub(crate) fn recheck_objects(target: Option<*mut fio_tls_s>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::{fio_tls_cert_add, fio_tls_destroy, fio_tls_new};
+    use crate::ffi::handle::Lookup;
+    use crate::ffi::{fio_tls_cert_add, fio_tls_destroy, fio_tls_new, fio_tls_s};
     use crate::tls::testutil::{self, TempDir, Usage};
     use std::ffi::CString;
 
@@ -137,15 +136,17 @@ mod tests {
         let before = live(tls).snapshot();
         unsafe { fio_tls_cert_add(tls, c("a.test").as_ptr(), c(&k1).as_ptr(), c(&c1).as_ptr()) };
         assert!(Arc::ptr_eq(&before, &live(tls).snapshot()), "an add builds no context");
-        assert_eq!(recheck_objects(Some(tls)), 1);
+        assert_eq!(recheck_objects(Some(&live(tls))), 1);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (_, _, serial) = write_pair(&dir, "a", "a.test");
-        assert_eq!(recheck_objects(Some(tls)), 1);
+        assert_eq!(recheck_objects(Some(&live(tls))), 1);
         let served = lock(&live(tls).config).certs()[1].serial();
         assert_eq!(served, serial, "reloaded by the call, not by a timer");
+        // None: every live object, this one included.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (_, _, serial) = write_pair(&dir, "a", "a.test");
         assert!(recheck_objects(None) >= 1);
+        assert_eq!(lock(&live(tls).config).certs()[1].serial(), serial);
         fio_tls_destroy(tls);
-        assert_eq!(recheck_objects(Some(tls)), 0, "a destroyed handle is no object");
-        assert_eq!(recheck_objects(Some(core::ptr::null_mut())), 0);
     }
 }
