@@ -50,6 +50,13 @@ struct Timer {
 }
 
 static TIMER: OnceCell<Timer> = OnceCell::new();
+/// The process whose reactor has a timer (armed here or inherited).
+static ARMED_PID: AtomicI32 = AtomicI32::new(0);
+/// The process running a pass now (0: none).
+static RUNNING_PID: AtomicI32 = AtomicI32::new(0);
+/// When this process last started a pass.
+static LAST_PASS: Mutex<Option<(i32, Instant)>> = Mutex::new(None);
+
 /// What else runs at the start of every pass (see [`on_each_pass`]).
 static HOOKS: Mutex<Vec<fn(bool)>> = Mutex::new(Vec::new());
 
@@ -57,8 +64,10 @@ static HOOKS: Mutex<Vec<fn(bool)>> = Mutex::new(Vec::new());
 /// in every process, on a facil.io thread, with `files` (false when
 /// watching is off and only maintenance runs). For other watched files
 /// (a ticket key file, say): [`crate::tls::watch::Watch`] does the stat
-/// bookkeeping. A hook must be quick and must not panic across (it runs
-/// inside the timer's panic boundary). Registering the same hook twice
+/// bookkeeping. The timer exists once a `fio_tls_s` was made (and
+/// facil.io runs). A hook should be quick: it holds up that facil.io
+/// thread. A panic in it is caught by the timer's panic boundary (one
+/// ERROR line; that pass is skipped). Registering the same hook twice
 /// keeps one.
 pub fn on_each_pass(hook: fn(bool)) {
     let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,18 +77,12 @@ pub fn on_each_pass(hook: fn(bool)) {
 }
 
 /// Runs the hooks of [`on_each_pass`].
-pub fn run_hooks(files: bool) {
+fn run_hooks(files: bool) {
     let hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for hook in hooks {
         hook(files);
     }
 }
-/// The process whose reactor has a timer (armed here or inherited).
-static ARMED_PID: AtomicI32 = AtomicI32::new(0);
-/// The process running a pass now (0: none).
-static RUNNING_PID: AtomicI32 = AtomicI32::new(0);
-/// When this process last started a pass.
-static LAST_PASS: Mutex<Option<(i32, Instant)>> = Mutex::new(None);
 
 fn pid() -> i32 {
     // SAFETY: getpid(2) has no preconditions.

@@ -157,7 +157,6 @@ impl TlsObject {
     }
 }
 
-
 /// Creates a TLS settings object with a default certificate.
 ///
 /// - `server_name`: the host name of the default certificate; a client
