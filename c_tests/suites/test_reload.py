@@ -583,20 +583,23 @@ def test_scale_10000_names(ctx):
               m and int(m.group(1)) == NAMES and added < 2.0, excerpt(big.text()))
     figures.append(f"adds: {NAMES} names (fio_tls_new + fio_tls_cert_add, symlinked pairs): "
                    f"{added:.3f} s" if added is not None else "adds: ?")
-    # handshake CPU, interleaved rounds; the least of the rounds (other
-    # processes on the machine only ever add)
+    # handshake CPU in interleaved rounds; each round's ratio compares
+    # measurements taken moments apart (other jobs on the machine change
+    # the cost of a handshake from minute to minute), and the median ratio
+    # is what is checked
     rounds = {"unknown SNI, 10000 names": [], "unknown SNI, 1 name": [],
               "known SNI n9999, 10000 names": []}
-    for _ in range(3):
-        rounds["unknown SNI, 10000 names"].append(handshake_cpu(big, "nobody.example", 100)[0])
-        rounds["unknown SNI, 1 name"].append(handshake_cpu(small, "nobody.example", 100)[0])
-        rounds["known SNI n9999, 10000 names"].append(handshake_cpu(big, "n9999.scale.test", 100)[0])
-    best = {k: min(v) for k, v in rounds.items()}
-    for k, v in best.items():
-        figures.append(f"handshake server CPU, {k}: {v:.3f} ms")
+    for _ in range(8):
+        rounds["unknown SNI, 10000 names"].append(handshake_cpu(big, "nobody.example", 50)[0])
+        rounds["unknown SNI, 1 name"].append(handshake_cpu(small, "nobody.example", 50)[0])
+        rounds["known SNI n9999, 10000 names"].append(handshake_cpu(big, "n9999.scale.test", 50)[0])
+    ratios = sorted(b / a for a, b in zip(rounds["unknown SNI, 1 name"], rounds["unknown SNI, 10000 names"]))
+    ratio = (ratios[3] + ratios[4]) / 2
+    for k, v in rounds.items():
+        figures.append(f"handshake server CPU, {k}: {sorted(v)[len(v) // 2]:.3f} ms (median of 8 x 50)")
+    figures.append(f"handshake CPU ratio, unknown SNI, 10000 names / 1 name: {ratio:.3f} (median of 8 rounds)")
     ctx.check(f"{tag}: a handshake with an unknown SNI costs what it costs with 1 name (within 20%)",
-              best["unknown SNI, 10000 names"] <= 1.2 * best["unknown SNI, 1 name"],
-              "\n".join(f"{k}: {v}" for k, v in rounds.items()))
+              ratio <= 1.2, "\n".join(figures[-4:] + [f"ratios {ratios}"]))
     ctx.check(f"{tag}: SNI n9999 gets its own slot's certificate",
               served(big.port, "n9999.scale.test") == der_of(crt))
     check_clean_stop(ctx, tag + " (1 name)", small)

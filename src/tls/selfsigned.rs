@@ -85,9 +85,11 @@ pub fn generate_for(name: &str, seconds: i64) -> Result<(PKey<Private>, X509), C
     b.set_subject_name(&subject)?;
     b.set_issuer_name(&subject)?;
     b.set_pubkey(&key)?;
-    let now = super::watch::unix_now();
-    let not_before = Asn1Time::from_unix(now)?;
-    let not_after = Asn1Time::from_unix(now + seconds)?;
+    // OpenSSL's clock (time(3), which may lag the precise clock by a few
+    // ms) for the start, as for everything it compares with "now".
+    let not_before = Asn1Time::days_from_now(0)?;
+    let start = super::watch::unix_time(&not_before).unwrap_or_else(super::watch::unix_now);
+    let not_after = Asn1Time::from_unix(start + seconds)?;
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
     b.append_extension(BasicConstraints::new().critical().build()?)?;
