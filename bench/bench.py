@@ -709,6 +709,37 @@ class Bench:
             for s in rsa:
                 s.stop()
 
+        names_figs = ("names_hs", "names_watch", "names_reload")
+        if not cfg.only or any(f in cfg.only for f in names_figs):
+            self.run_names()
+
+    def run_names(self):
+        """Issue 11: 1 vs 10 000 names, watching 10 000 pairs, a reload
+        under load."""
+        cfg, q = self.cfg, self.cfg.quick
+        n_hs = 200 if q else 2000
+        window = 12 if q else 30
+        self.params.update(names=NAMES, names_n_hs=n_hs, names_window=window, names_renewed=100,
+                           names_reload_secs=3 if q else 6)
+        cfg.names = {1: names_dir(cfg, 1), NAMES: names_dir(cfg, NAMES)}
+        one = NamesServer(cfg, 1, 0)
+        many = NamesServer(cfg, NAMES, 0)
+        self.servers += [one, many]
+        for s in (one, many):
+            h2load_sni(s, 50, conns=10)
+        self.figure("names_hs", [one, many], lambda s: h2load_sni(s, n_hs))
+        watched = NamesServer(cfg, NAMES, 10)
+        self.servers.append(watched)
+        self.figure("names_watch", [watched], lambda s: watch_cpu(s, many, window))
+        one.stop()
+        many.stop()
+        watched.stop()
+        fast = NamesServer(cfg, NAMES, 1)
+        self.servers.append(fast)
+        self.figure("names_reload", [fast],
+                    lambda s: reload_delay(s, self.params["names_reload_secs"], 20, 100))
+        fast.stop()
+
     def stop_all(self):
         for s in self.servers:
             try:
@@ -716,9 +747,136 @@ class Bench:
             except Exception:
                 pass
 
+# ---------------------------------------------------------------------------
+# many names: SNI lookup, watching, reload (issue 11)
+# ---------------------------------------------------------------------------
+NAMES = 10_000
+
+
+def names_dir(cfg, count):
+    """count pairs n<i>.key / n<i>.crt (symlinks to one *.scale.test pair,
+    as certbot's live/ links are) plus a second pair for renewals."""
+    d = os.path.join(cfg.work, "names-%d" % count)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    pairs = {}
+    for tag in ("wild", "renewed"):
+        key, crt = os.path.join(d, tag + ".key"), os.path.join(d, tag + ".crt")
+        r = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=*.scale.test",
+                 "-addext", "subjectAltName=DNS:*.scale.test"])
+        if r.returncode:
+            raise SystemExit("openssl req failed:\n" + r.stderr)
+        pairs[tag] = (key, crt)
+    for i in range(count):
+        os.symlink(pairs["wild"][0], os.path.join(d, "n%d.key" % i))
+        os.symlink(pairs["wild"][1], os.path.join(d, "n%d.crt" % i))
+    return d, pairs
+
+
+class NamesServer(Server):
+    """fio_server's mode scale: `count` names from names_dir, one facil.io
+    thread, FIO_TLS_RELOAD_SECONDS = reload."""
+
+    def __init__(self, cfg, count, reload):
+        self.count, self.reload = count, reload
+        self.names, self.pairs = cfg.names[count]
+        Server.__init__(self, "names%d-reload%d" % (count, reload), cfg)
+        self.tls = True
+
+    def start(self):
+        self.tls = True
+        log = open(os.path.join(self.dir, "server.log"), "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIO_TLS_")}
+        env["FIO_TLS_RELOAD_SECONDS"] = str(self.reload)
+        argv = [self.cfg.server_bin, "scale", str(self.port), self.names, str(self.count)]
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL, env=env)
+        wait_port(self.port, self.proc, self.name, timeout=60)
+
+    def check(self):
+        pass
+
+    def url(self, path="/", host="nobody.example"):
+        return "https://%s:%d%s" % (host, self.port, path)
+
+    def relink(self, first, count, tag):
+        """Points names first..first+count-1 at pair `tag` (new links renamed
+        over the old ones, certificate then key, as certbot does)."""
+        key, crt = self.pairs[tag]
+        for i in range(first, first + count):
+            for ext, target in (("crt", crt), ("key", key)):
+                link = os.path.join(self.names, "n%d.%s" % (i, ext))
+                os.symlink(target, link + ".new")
+                os.rename(link + ".new", link)
+
+
+def h2load_sni(server, n, host="nobody.example", conns=None):
+    """h2load --h1, one new connection per request, SNI `host` (an unknown
+    name unless it is one of the server's)."""
+    argv = pinned([server.cfg.h2load, "--h1", "-n", str(n), "-c", str(conns or n),
+                   "--connect-to=127.0.0.1:%d" % server.port, "https://%s:%d/" % (host, server.port)])
+    r, cpu = server_cpu(server, lambda: run(argv))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", r.stdout)
+    if not m:
+        raise SystemExit("h2load output not understood:\n" + r.stdout + r.stderr)
+    ok = int(m.group(4))
+    return {"ops": ok, **per_op(cpu, ok)}
+
+
+def watch_cpu(server, idle, window):
+    """Server CPU spent watching: the server's CPU over `window` seconds
+    minus that of `idle` (the same server, watching off) over the same
+    window, in % of one core (scheduler ns: passes are milliseconds)."""
+    settle(server)
+    settle(idle)
+    a, b = server.cpu(), idle.cpu()
+    time.sleep(window)
+    da, db = server.cpu() - a, idle.cpu() - b
+    ns = max(da.ns - db.ns, 0)
+    return {"pct_ns": ns / 1e9 / window * 100, "ms_per_pass": ns / 1e6 / max(window / server.reload, 1)}
+
+
+def reload_delay(server, secs, batch, names):
+    """The longest connect-to-first-byte time of h2load over `secs` seconds
+    of back-to-back batches (`-n batch -c batch`: one new connection per
+    request, SNI n9999, a name not renewed) while names n0..n<names-1> are
+    renewed 0.5 s in; the same without a renewal as the reference.
+    `renewed_in_run`: reload lines logged while the batches ran."""
+    out = {}
+    log = os.path.join(server.dir, "server.log")
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def reloads():
+        with open(log, errors="replace") as f:
+            return sum(1 for l in f if "reloaded certificate file" in l)
+    argv = pinned([server.cfg.h2load, "--h1", "-n", str(batch), "-c", str(batch),
+                   "--connect-to=127.0.0.1:%d" % server.port, "https://n9999.scale.test:%d/" % server.port])
+    for label, renew in (("quiet", False), ("reload", True)):
+        before = reloads()
+        worst, ok, start, renewed = 0.0, 0, time.monotonic(), False
+        while time.monotonic() - start < secs:
+            if renew and not renewed and time.monotonic() - start >= 0.5:
+                server.renewed = not getattr(server, "renewed", False)
+                server.relink(0, names, "renewed" if server.renewed else "wild")
+                renewed = True
+            r = run(argv)
+            m = re.search(r"time to 1st byte:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", r.stdout)
+            if m:
+                worst = max(worst, float(m.group(3)) * unit[m.group(4)])
+            k = re.search(r"(\d+) succeeded", r.stdout)
+            ok += int(k.group(1)) if k else 0
+        out[label + "_max_ms"] = worst
+        out[label + "_ok"] = ok
+        if renew:
+            out["renewed_in_run"] = reloads() - before
+    out["ops"] = out["reload_ok"]
+    return out
+
 
 def short(r):
-    keys = ("ops", "us", "ns_us", "sys_share", "per_s", "kib", "pct", "pct_ns", "reused", "cpu_s", "accept_us")
+    keys = ("ops", "us", "ns_us", "sys_share", "per_s", "kib", "pct", "pct_ns", "reused", "cpu_s", "accept_us",
+            "ms_per_pass", "quiet_max_ms", "reload_max_ms", "renewed_in_run")
     return ", ".join("%s=%s" % (k, fmt(r[k])) for k in keys if k in r)
 
 
@@ -854,6 +1012,28 @@ def report(b):
                      "%.2f MB" % (sz["so_vendored"] / 1e6) if sz.get("so_vendored") else "—", "n/a", "n/a", "—",
                      "—"))
 
+    if "names_hs" in R:
+        h1, hn = m("names_hs", "names1-reload0", "us"), m("names_hs", "names%d-reload0" % NAMES, "us")
+        rows.append(("server CPU µs per full TLS 1.3 handshake with an unknown SNI, 1 name vs %d names "
+                     "(`h2load --h1 -n %d`, mode scale, watching off; columns: 1 name | %d names)"
+                     % (NAMES, P["names_n_hs"], NAMES), f1(h1, 0), f1(hn, 0), "n/a", "n/a",
+                     "%s (%d/1 names)" % (ratio(hn, h1), NAMES), "—"))
+    if "names_watch" in R:
+        w = "names%d-reload10" % NAMES
+        rows.append(("server CPU %% of one core spent watching %d key/certificate pairs (default 10 s interval, "
+                     "%d s window, minus the same server with watching off; scheduler ns)" % (NAMES, P["names_window"]),
+                     "%s %% (%s ms per pass)" % (f1(m("names_watch", w, "pct_ns"), 3),
+                                                f1(m("names_watch", w, "ms_per_pass"), 1)), "n/a", "n/a", "n/a", "—", "—"))
+    if "names_reload" in R:
+        w = "names%d-reload1" % NAMES
+        rows.append(("longest connect-to-first-byte of h2load (%d s of back-to-back `h2load --h1 -n 20 -c 20`: "
+                     "a new connection per request, SNI of a name not renewed) while %d of %d names are renewed "
+                     "(FIO_TLS_RELOAD_SECONDS=1), vs the same without renewal"
+                     % (P["names_reload_secs"], P["names_renewed"], NAMES),
+                     "%s ms (quiet: %s ms; %s reloads logged during the run)" % (
+                         f1(m("names_reload", w, "reload_max_ms"), 1), f1(m("names_reload", w, "quiet_max_ms"), 1),
+                         f1(m("names_reload", w, "renewed_in_run"), 0)), "n/a", "n/a", "n/a", "—", "—"))
+
     head = ("| figure | facil.io + libfio_tls (system OpenSSL) | facil.io + libfio_tls (vendored OpenSSL 3.5) | nginx "
             "(system OpenSSL) | facil.io plaintext | ratio us/nginx | ratio vendored/nginx |\n"
             "|---|---|---|---|---|---|---|\n")
@@ -918,6 +1098,9 @@ def report(b):
     sa = m("stall", "ours", "pct")
     if have(sa):
         target("stalled-handshake CPU", "%.2f %%" % sa, "< 1 %", sa < 1.0)
+    wa = m("names_watch", "names%d-reload10" % NAMES, "pct_ns")
+    if have(wa):
+        target("watching %d pairs (issue 11)" % NAMES, "%.3f %% of a core" % wa, "< 1 %", wa < 1.0)
     targets = "| target (issue 6, 13) | measured | limit | |\n|---|---|---|---|\n" + "".join(t)
 
     v = versions(cfg)
@@ -987,7 +1170,7 @@ def main():
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--only", default="", help="comma-separated figures (full_ecdsa,full_rsa,resumed,"
                     "full_python,pq_ecdsa,pq_ecdsa_x25519,pq_rsa,pq_rsa_x25519,keepalive,bulk,bulk_file,stall,"
-                    "idle_rss)")
+                    "idle_rss,names_hs,names_watch,names_reload)")
     cfg = ap.parse_args()
     cfg.reps = cfg.reps or (1 if cfg.quick else 3)
     cfg.only = [x for x in cfg.only.split(",") if x]

@@ -43,8 +43,28 @@ extern "C" {
  *   passphrase prompt).
  * - Both files NULL: a self-signed ECDSA P-256 certificate for
  *   `server_name` (or "localhost" when NULL) is generated in memory, valid
- *   for 365 days from now. Clients do not trust it: this is facil.io's
- *   "anonymous (unverified)" mode.
+ *   for 365 days from now, and made again (new key and serial) 30 days
+ *   before it expires, in each process, with one INFO line. Clients do not
+ *   trust it: this is facil.io's "anonymous (unverified)" mode. Test knob:
+ *   the environment variable `FIO_TLS_SELF_SIGNED_SECONDS` (2 to 31536000,
+ *   read once per process) sets the lifetime of generated certificates;
+ *   a short one is renewed half-way through.
+ *
+ * Watched files: the key and certificate files are checked every
+ * `FIO_TLS_RELOAD_SECONDS` seconds (environment variable, 0 to 86400,
+ * default 10, read once per process; 0 turns watching off) by a facil.io
+ * timer in every process of the application (root and workers), with one
+ * `stat(2)` per file, following symlinks. A changed pair that loads and
+ * matches is served by new handshakes from then on (one INFO line naming
+ * the server name, the certificate file, the new serial and notAfter);
+ * established connections keep theirs. A pair that does not load (half
+ * written, truncated, garbage, deleted, a key that does not match its
+ * certificate yet) leaves the old certificate serving, with one WARNING
+ * naming the file and the reason per change of the files; the next change
+ * is tried again. A certificate within 14 days of its notAfter gets a
+ * WARNING once a day, an expired one an ERROR once a day. Only the process
+ * that made the object logs these at their level; the other processes
+ * (forked workers) at DEBUG.
  *
  * Protocol versions are TLS 1.2 and 1.3 only, with forward-secret AEAD
  * suites, no compression and no renegotiation.
@@ -111,9 +131,17 @@ fio_tls_s *fio_tls_new(const char *server_name,
  * A client sending no SNI, or an unknown name, gets the first (default)
  * certificate. Files and `server_name` are checked as in `fio_tls_new`;
  * both files NULL generates a self-signed certificate for `server_name`
- * (or "localhost"). When names overlap the certificate added first wins,
- * so adding a name that already has a certificate logs a WARNING (a
- * renewal needs a new object).
+ * (or "localhost"). An exact name beats a `*.` wildcard; when the same
+ * name (or wildcard) comes twice, the certificate added first wins, so
+ * adding a name that already has a certificate logs a WARNING (to renew a
+ * certificate, replace its files: they are watched, see `fio_tls_new`).
+ * The files are watched and self-signed certificates renewed as for
+ * `fio_tls_new`.
+ *
+ * Cost: amortised constant time per call (no context is built; a pair
+ * already loaded under another name, same file contents, is not parsed
+ * again), and picking the certificate for a ClientHello is a hash lookup
+ * whatever the number of names.
  *
  * On error (NULL or destroyed `tls`, unusable file) one error line is
  * logged and the object is unchanged. Connections already started keep the
@@ -189,7 +217,10 @@ void fio_tls_proto_add(fio_tls_s *tls, const char *protocol_name, void (*callbac
  *
  * `ca_file` NULL uses OpenSSL's default trust store (the system CAs; on a
  * server no CA names are sent). May be called again to replace the trust
- * source. On error (NULL or destroyed `tls`, unreadable or invalid file)
+ * source. `ca_file` is watched like the certificate files (see
+ * `fio_tls_new`): a changed CA file that loads applies to new handshakes
+ * (one INFO line); one that does not load leaves the CA certificates
+ * loaded before in use, with one WARNING per change. On error (NULL or destroyed `tls`, unreadable or invalid file)
  * one error line is logged and nothing changes. Connections already
  * started are not affected. Thread-safe; `fio_tls_accept` and
  * `fio_tls_connect` on other threads never wait for it (the file is read
@@ -201,7 +232,8 @@ void fio_tls_proto_add(fio_tls_s *tls, const char *protocol_name, void (*callbac
  * `fio_tls_destroy`). Each string argument must be NULL or point to a
  * NUL-terminated string valid for the call.
  */
-void fio_tls_trust(fio_tls_s *tls, const char *ca_file);
+void fio_tls_trust(fio_tls_s *tls,
+                   const char *ca_file);
 
 /**
  * Starts the server side of TLS on an accepted connection `uuid` (as from

@@ -52,6 +52,12 @@
  *       calls the API with bad arguments, printing "CASE <name> -" before
  *       and "RESULT <name> <what>" after each call, then serves HTTPS with
  *       fio_tls_new("localhost", KEY, CERT).
+ *   scale PORT DIR COUNT
+ *       http_listen with COUNT names n0.scale.test .. n<COUNT-1>.scale.test:
+ *       fio_tls_new("n0.scale.test", DIR/n0.key, DIR/n0.crt), then one
+ *       fio_tls_cert_add per further name with DIR/n<i>.key, DIR/n<i>.crt.
+ *       Prints "ADDED <COUNT> <seconds>" (the time of the whole loop,
+ *       fio_tls_new included) before READY.
  *   bench PORT [KEY CERT]
  *       the server of the benchmarks (bench/bench.py): http_listen over
  *       fio_tls_new("localhost", KEY, CERT), or plaintext HTTP/1.1 without
@@ -101,6 +107,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "https_headers.h"
 
@@ -1043,6 +1050,46 @@ static int start_renew(char **a, int n) {
 }
 
 /* ---------------------------------------------------------------------------
+ * Many names (mode scale)
+ * ------------------------------------------------------------------------ */
+
+static int start_scale(const char *dir, const char *count_arg) {
+  char *end = NULL;
+  long count = strtol(count_arg, &end, 10);
+  if (!end || *end || count < 1 || count > 1000000)
+    return -1;
+  size_t cap = strlen(dir) + 64;
+  char *key = malloc(cap), *cert = malloc(cap), name[64];
+  if (!key || !cert) {
+    free(key);
+    free(cert);
+    return -1;
+  }
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  fio_tls_s *tls = NULL;
+  for (long i = 0; i < count; ++i) {
+    snprintf(name, sizeof(name), "n%ld.scale.test", i);
+    snprintf(key, cap, "%s/n%ld.key", dir, i);
+    snprintf(cert, cap, "%s/n%ld.crt", dir, i);
+    if (i == 0) {
+      if (!(tls = fio_tls_new(name, key, cert)))
+        break;
+    } else {
+      fio_tls_cert_add(tls, name, key, cert);
+    }
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  free(key);
+  free(cert);
+  if (!tls)
+    return -1;
+  printf("ADDED %ld %.6f\n", count,
+         (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+  return start_https(tls);
+}
+
+/* ---------------------------------------------------------------------------
  * main
  * ------------------------------------------------------------------------ */
 
@@ -1080,6 +1127,7 @@ static int usage(const char *prog) {
           "       pair PORT PORT2 NAME KEY CERT (with --trust CA)\n"
           "       badinput PORT KEY CERT GARBAGE OTHER_KEY ENCRYPTED_KEY "
           "DIRECTORY MISSING\n"
+          "       scale PORT DIR COUNT\n"
           "       bench PORT [KEY CERT] (-f FILE: the file of GET /1m-file)\n"
           "       renew PORT WORKERS NAME KEY CERT [NAME KEY CERT]...\n",
           prog);
@@ -1144,6 +1192,8 @@ int main(int argc, char **argv) {
     rc = (open && verifying) ? start_pair(open, verifying, rest[0]) : -1;
   } else if (!strcmp(mode, "badinput") && nrest == 7) {
     rc = start_badinput(rest);
+  } else if (!strcmp(mode, "scale") && nrest == 2) {
+    rc = start_scale(rest[0], rest[1]);
   } else if (!strcmp(mode, "bench") && (nrest == 0 || nrest == 2)) {
     rc = start_bench(rest, nrest);
   } else if (!strcmp(mode, "renew") && nrest >= 4 && (nrest - 1) % 3 == 0) {

@@ -5,3 +5,4 @@ pub mod hooks;
 pub mod pubsub;
 pub mod sys;
 mod ticket_watch;
+pub mod watcher;

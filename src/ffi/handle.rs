@@ -165,6 +165,21 @@ impl<T> Registry<T> {
         Lookup::Live(object)
     }
 
+    /// Every live object with its handle, in slot order.
+    pub fn live(&self) -> Vec<(usize, Arc<T>)> {
+        let t = self.read();
+        t.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.object.as_ref().map(|o| (encode(i as u32, s.generation), o.clone())))
+            .collect()
+    }
+
+    /// True when `handle` names `object` now (not destroyed since).
+    pub fn is_current(&self, handle: usize, object: &Arc<T>) -> bool {
+        matches!(self.get(handle), Lookup::Live(o) if Arc::ptr_eq(&o, object))
+    }
+
     /// Objects alive now.
     #[cfg(test)]
     pub fn live_count(&self) -> usize {

@@ -11,10 +11,14 @@ pub mod boundary;
 pub mod cluster;
 pub mod handle;
 pub mod link;
+mod reload;
+
+// fio_tls_reload (cluster.rs) calls it in every process.
+pub(crate) use reload::recheck_objects;
 
 use crate::facil::hooks::{self, Handler, ProtocolCallback, Snapshot};
 use crate::log::{log_debug, log_error};
-use crate::tls::{CertEntry, ConfigError, Role, TlsConfig, Trust};
+use crate::tls::{ConfigError, LoadedCert, LoadedTrust, Role, TlsConfig};
 use boundary::ffi_boundary;
 use handle::{Lookup, Registry};
 use libc::{c_char, c_void};
@@ -33,16 +37,21 @@ pub struct fio_tls_s {
 /// and the OpenSSL contexts built from them.
 ///
 /// Two locks, so that a handshake never waits on a configuration change:
-/// `config` serialises the changes (held while contexts are built, never
-/// while files are read or keys generated), `built` is held only to copy or
-/// replace the `Arc` that `fio_tls_accept` / `fio_tls_connect` start from.
-/// Connections keep their own `Arc` of what they started with.
+/// `config` serialises the changes (held while contexts are built and while
+/// the watcher reloads changed files, never while `fio_tls_cert_add` /
+/// `fio_tls_trust` read files or generate keys), `built` is held only to
+/// copy or replace the `Arc` that `fio_tls_accept` / `fio_tls_connect`
+/// start from. Connections keep their own `Arc` of what they started with;
+/// the certificate a server handshake serves is looked up in the shared
+/// table ([`crate::tls::Certs`]) under its own read lock.
 pub struct TlsObject {
     config: Mutex<TlsConfig<Handler>>,
     built: Mutex<Arc<Snapshot>>,
     /// The process that made it (`getpid` in `fio_tls_new`): a handle names
     /// the same object in every process only when that process forked the
-    /// others after making it (see [`cluster`]).
+    /// others after making it (see [`cluster`]); it also reports reloads
+    /// and expiry at their own level, while forked workers checking their
+    /// copies say so at DEBUG only (one line per change per application).
     born_in: u32,
 }
 
@@ -133,6 +142,20 @@ impl TlsObject {
             Err(e) => log_error!("{api}: {e}"),
         }
     }
+
+    /// Publishes a new snapshot built from `config` (whose lock the caller
+    /// holds); the old one is released after the locks.
+    fn publish(&self, config: MutexGuard<'_, TlsConfig<Handler>>, api: &str) {
+        let mut config = config;
+        match config.build() {
+            Ok(built) => {
+                let old = std::mem::replace(&mut *lock(&self.built), Arc::new(built));
+                drop(config);
+                drop(old);
+            }
+            Err(e) => log_error!("{api}: {e}"),
+        }
+    }
 }
 
 /// Creates a TLS settings object with a default certificate.
@@ -149,8 +172,28 @@ impl TlsObject {
 ///   passphrase prompt).
 /// - Both files NULL: a self-signed ECDSA P-256 certificate for
 ///   `server_name` (or "localhost" when NULL) is generated in memory, valid
-///   for 365 days from now. Clients do not trust it: this is facil.io's
-///   "anonymous (unverified)" mode.
+///   for 365 days from now, and made again (new key and serial) 30 days
+///   before it expires, in each process, with one INFO line. Clients do not
+///   trust it: this is facil.io's "anonymous (unverified)" mode. Test knob:
+///   the environment variable `FIO_TLS_SELF_SIGNED_SECONDS` (2 to 31536000,
+///   read once per process) sets the lifetime of generated certificates;
+///   a short one is renewed half-way through.
+///
+/// Watched files: the key and certificate files are checked every
+/// `FIO_TLS_RELOAD_SECONDS` seconds (environment variable, 0 to 86400,
+/// default 10, read once per process; 0 turns watching off) by a facil.io
+/// timer in every process of the application (root and workers), with one
+/// `stat(2)` per file, following symlinks. A changed pair that loads and
+/// matches is served by new handshakes from then on (one INFO line naming
+/// the server name, the certificate file, the new serial and notAfter);
+/// established connections keep theirs. A pair that does not load (half
+/// written, truncated, garbage, deleted, a key that does not match its
+/// certificate yet) leaves the old certificate serving, with one WARNING
+/// naming the file and the reason per change of the files; the next change
+/// is tried again. A certificate within 14 days of its notAfter gets a
+/// WARNING once a day, an expired one an ERROR once a day. Only the process
+/// that made the object logs these at their level; the other processes
+/// (forked workers) at DEBUG.
 ///
 /// Protocol versions are TLS 1.2 and 1.3 only, with forward-secret AEAD
 /// suites, no compression and no renegotiation.
@@ -223,11 +266,9 @@ pub unsafe extern "C" fn fio_tls_new(
         let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
             .and_then(|mut config| config.build().map(|built| (config, built)));
         let object = match made {
-            Ok((config, built)) => TlsObject {
-                config: Mutex::new(config),
-                built: Mutex::new(Arc::new(built)),
-                born_in: std::process::id(),
-            },
+            Ok((config, built)) => {
+                TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)), born_in: std::process::id() }
+            }
             Err(e) => {
                 log_error!("{API}: {e}");
                 return core::ptr::null_mut();
@@ -238,6 +279,7 @@ pub unsafe extern "C" fn fio_tls_new(
                 // in every process that has objects (workers forked later
                 // inherit it): fio_tls_reload's cluster message
                 cluster::listen();
+                reload::arm_timer();
                 to_c(handle)
             }
             Err(handle::Full(n)) => {
@@ -254,9 +296,17 @@ pub unsafe extern "C" fn fio_tls_new(
 /// A client sending no SNI, or an unknown name, gets the first (default)
 /// certificate. Files and `server_name` are checked as in `fio_tls_new`;
 /// both files NULL generates a self-signed certificate for `server_name`
-/// (or "localhost"). When names overlap the certificate added first wins,
-/// so adding a name that already has a certificate logs a WARNING (a
-/// renewal needs a new object).
+/// (or "localhost"). An exact name beats a `*.` wildcard; when the same
+/// name (or wildcard) comes twice, the certificate added first wins, so
+/// adding a name that already has a certificate logs a WARNING (to renew a
+/// certificate, replace its files: they are watched, see `fio_tls_new`).
+/// The files are watched and self-signed certificates renewed as for
+/// `fio_tls_new`.
+///
+/// Cost: amortised constant time per call (no context is built; a pair
+/// already loaded under another name, same file contents, is not parsed
+/// again), and picking the certificate for a ClientHello is a hash lookup
+/// whatever the number of names.
 ///
 /// On error (NULL or destroyed `tls`, unusable file) one error line is
 /// logged and the object is unchanged. Connections already started keep the
@@ -288,14 +338,19 @@ pub unsafe extern "C" fn fio_tls_cert_add(
         ) else {
             return;
         };
-        tls.update(
-            API,
-            || CertEntry::load(name.as_deref(), key.as_deref(), cert.as_deref()),
-            |c, entry| {
-                c.add_entry(name.as_deref(), entry);
-                Ok(())
-            },
-        );
+        // The files are read (or the key generated) before the lock.
+        let loaded = match LoadedCert::load(name.as_deref(), key.as_deref(), cert.as_deref()) {
+            Ok(l) => l,
+            Err(e) => return log_error!("{API}: {e}"),
+        };
+        let mut config = lock(&tls.config);
+        match config.add_loaded(name.as_deref(), loaded) {
+            // The first certificate from files is also the client's: the
+            // client context changed.
+            Ok(true) => tls.publish(config, API),
+            Ok(false) => {}
+            Err(e) => log_error!("{API}: {e}"),
+        }
     })
 }
 
@@ -370,7 +425,10 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 ///
 /// `ca_file` NULL uses OpenSSL's default trust store (the system CAs; on a
 /// server no CA names are sent). May be called again to replace the trust
-/// source. On error (NULL or destroyed `tls`, unreadable or invalid file)
+/// source. `ca_file` is watched like the certificate files (see
+/// `fio_tls_new`): a changed CA file that loads applies to new handshakes
+/// (one INFO line); one that does not load leaves the CA certificates
+/// loaded before in use, with one WARNING per change. On error (NULL or destroyed `tls`, unreadable or invalid file)
 /// one error line is logged and nothing changes. Connections already
 /// started are not affected. Thread-safe; `fio_tls_accept` and
 /// `fio_tls_connect` on other threads never wait for it (the file is read
@@ -389,25 +447,13 @@ pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_ch
         let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
         tls.update(
             API,
-            || Trust::load(ca_file.as_deref()),
+            || LoadedTrust::load(ca_file.as_deref()),
             |c, trust| {
-                c.trust_with(trust);
+                c.trust_loaded(trust);
                 Ok(())
             },
         );
     })
-}
-
-/// Re-checks the watched files of `target` (of every live object when
-/// `None`) now, in this process: a changed key/certificate pair or CA file
-/// that loads replaces the old one for new handshakes.
-///
-/// STUB until the reload branch lands: the reload branch replaces this
-/// body with the real check (the contract above is what [`cluster`] relies
-/// on: called on a facil.io thread or the caller's thread, never holding a
-/// lock of ours).
-pub(crate) fn recheck_objects(target: Option<&TlsObject>) {
-    let _ = target;
 }
 
 /// Shared body of accept and connect.

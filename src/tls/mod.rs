@@ -1,8 +1,9 @@
 //! The engine room: TLS over OpenSSL with no knowledge of facil.io.
 //!
-//! Settings and contexts ([`config`]), key/certificate loading ([`pem`]),
-//! self-signed certificates ([`selfsigned`]) and a per-connection state
-//! machine over any non-blocking fd ([`conn`]), testable with plain sockets.
+//! Settings, the certificate table and contexts ([`config`]), key/certificate
+//! loading ([`pem`]), self-signed certificates ([`selfsigned`]), file
+//! watching and expiry policy ([`watch`]) and a per-connection state machine
+//! over any non-blocking fd ([`conn`]), testable with plain sockets.
 
 pub mod config;
 pub mod conn;
@@ -14,12 +15,13 @@ mod sys;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod tickets;
+pub mod watch;
 
 #[cfg(test)]
 mod alert_tests;
 #[cfg(test)]
 mod groups_tests;
 
-pub use config::{Built, CertEntry, Protocol, TlsConfig, Trust};
+pub use config::{Built, CertEntry, CheckStep, Certs, LoadedCert, LoadedTrust, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::{ConfigError, ErrorKind};

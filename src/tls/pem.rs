@@ -20,7 +20,13 @@ use std::os::unix::fs::OpenOptionsExt;
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// File bytes that are wiped when dropped.
-struct SecretBytes(Vec<u8>);
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl Drop for SecretBytes {
     fn drop(&mut self) {
@@ -134,9 +140,27 @@ const ORDER_HINT: &str =
 /// file holding a certificate instead is refused with a reminder of the
 /// argument order ([`ErrorKind::WrongContent`]).
 pub fn load_private_key(path: &str) -> Result<PKey<Private>, ConfigError> {
-    const WHAT: &str = "private key file";
-    let bytes = SecretBytes(read_limited(WHAT, path)?);
-    let bytes = &bytes.0;
+    parse_private_key(path, read_key_file(path)?.bytes())
+}
+
+/// What a private key file's label is in messages.
+const KEY_FILE: &str = "private key file";
+
+/// Reads a private key file (wiped when dropped), for
+/// [`parse_private_key`].
+pub fn read_key_file(path: &str) -> Result<SecretBytes, ConfigError> {
+    Ok(SecretBytes(read_limited(KEY_FILE, path)?))
+}
+
+/// Reads a certificate file (wiped when dropped too: a key given as a
+/// certificate file must not linger), for [`parse_chain`].
+pub fn read_cert_file(path: &str) -> Result<SecretBytes, ConfigError> {
+    Ok(SecretBytes(read_limited("certificate file", path)?))
+}
+
+/// [`load_private_key`] of bytes already read from `path` (named in errors).
+pub fn parse_private_key(path: &str, bytes: &[u8]) -> Result<PKey<Private>, ConfigError> {
+    const WHAT: &str = KEY_FILE;
     match probe_key(bytes) {
         KeyProbe::Plain(key) => Ok(key),
         KeyProbe::Encrypted => Err(ConfigError::file(
@@ -167,6 +191,11 @@ pub fn load_chain(path: &str) -> Result<Vec<X509>, ConfigError> {
     load(CertFile::Chain, path)
 }
 
+/// [`load_chain`] of bytes already read from `path` (named in errors).
+pub fn parse_chain(path: &str, bytes: &[u8]) -> Result<Vec<X509>, ConfigError> {
+    parse(CertFile::Chain, path, bytes)
+}
+
 /// Loads every certificate of a CA file (PEM, or DER certificates laid end
 /// to end).
 pub fn load_ca_certificates(path: &str) -> Result<Vec<X509>, ConfigError> {
@@ -181,15 +210,22 @@ enum CertFile {
     Ca,
 }
 
-fn load(role: CertFile, path: &str) -> Result<Vec<X509>, ConfigError> {
-    let what = match role {
+fn what(role: CertFile) -> &'static str {
+    match role {
         CertFile::Chain => "certificate file",
         CertFile::Ca => "CA file",
-    };
-    let fail = |kind, reason: String| Err(ConfigError::file(kind, what, path, reason));
+    }
+}
+
+fn load(role: CertFile, path: &str) -> Result<Vec<X509>, ConfigError> {
     // Wiped too: a key given as a certificate file must not linger.
-    let bytes = SecretBytes(read_limited(what, path)?);
-    let bytes = &bytes.0;
+    let bytes = SecretBytes(read_limited(what(role), path)?);
+    parse(role, path, &bytes.0)
+}
+
+fn parse(role: CertFile, path: &str, bytes: &[u8]) -> Result<Vec<X509>, ConfigError> {
+    let what = what(role);
+    let fail = |kind, reason: String| Err(ConfigError::file(kind, what, path, reason));
     let chain = if has_pem_armour(bytes) {
         X509::stack_from_pem(bytes).unwrap_or_default()
     } else {

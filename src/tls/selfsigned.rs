@@ -1,6 +1,8 @@
 //! In-process self-signed certificates for `fio_tls_new(name, NULL, NULL)`.
 //!
-//! ECDSA P-256 key, X.509 v3, valid from now for 365 days, subjectAltName =
+//! ECDSA P-256 key, X.509 v3, valid from now for 365 days (the test knob
+//! `FIO_TLS_SELF_SIGNED_SECONDS` shortens that, see [`lifetime_seconds`];
+//! the watcher makes a new one before it expires), subjectAltName =
 //! the name (a DNS name, or an IP address when the name parses as one),
 //! basicConstraints CA:FALSE, keyUsage digitalSignature, extendedKeyUsage
 //! serverAuth, random 128-bit serial, SHA-256 signature. Generating one takes
@@ -17,12 +19,53 @@ use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509NameBuilder, X509};
+use crate::log::log_warning;
+use once_cell::sync::Lazy;
 
 /// Days a generated certificate stays valid.
 pub const VALID_DAYS: u32 = 365;
 
-/// Generates a key and a self-signed certificate for `name`.
+const DAY: i64 = 86_400;
+
+/// How long a generated certificate stays valid, in seconds: 365 days, or
+/// `FIO_TLS_SELF_SIGNED_SECONDS` (a whole number of seconds from 2 to
+/// 31536000, read once per process) -- a test knob that makes the
+/// regeneration of the self-signed certificate observable in seconds. A
+/// value out of range is reported with one WARNING and the default is used.
+pub fn lifetime_seconds() -> i64 {
+    static VALUE: Lazy<i64> = Lazy::new(|| {
+        let default = i64::from(VALID_DAYS) * DAY;
+        match std::env::var("FIO_TLS_SELF_SIGNED_SECONDS") {
+            Ok(v) => match v.trim().parse::<i64>() {
+                Ok(n) if (2..=default).contains(&n) => n,
+                _ => {
+                    log_warning!(
+                        "FIO_TLS_SELF_SIGNED_SECONDS=\"{v}\" is not a number of seconds from 2 to {default}; using {default}"
+                    );
+                    default
+                }
+            },
+            Err(_) => default,
+        }
+    });
+    *VALUE
+}
+
+/// When a self-signed certificate valid from `not_before` to `not_after`
+/// (seconds since the Unix epoch) is made again: 30 days before it expires,
+/// or half-way through its life when that is shorter (the test knob).
+pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    not_after - (30 * DAY).min((not_after - not_before) / 2)
+}
+
+/// Generates a key and a self-signed certificate for `name`, valid from
+/// now for [`lifetime_seconds`].
 pub fn generate(name: &str) -> Result<(PKey<Private>, X509), ConfigError> {
+    generate_for(name, lifetime_seconds())
+}
+
+/// [`generate`] with a lifetime of `seconds`.
+pub fn generate_for(name: &str, seconds: i64) -> Result<(PKey<Private>, X509), ConfigError> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
 
@@ -42,8 +85,11 @@ pub fn generate(name: &str) -> Result<(PKey<Private>, X509), ConfigError> {
     b.set_subject_name(&subject)?;
     b.set_issuer_name(&subject)?;
     b.set_pubkey(&key)?;
+    // OpenSSL's clock (time(3), which may lag the precise clock by a few
+    // ms) for the start, as for everything it compares with "now".
     let not_before = Asn1Time::days_from_now(0)?;
-    let not_after = Asn1Time::days_from_now(VALID_DAYS)?;
+    let start = super::watch::unix_time(&not_before).unwrap_or_else(super::watch::unix_now);
+    let not_after = Asn1Time::from_unix(start + seconds)?;
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
     b.append_extension(BasicConstraints::new().critical().build()?)?;
@@ -87,6 +133,22 @@ mod tests {
         let now = Asn1Time::days_from_now(0).unwrap();
         assert!(cert.not_before() <= now);
         assert!(cert.not_after() > now);
+    }
+
+    #[test]
+    fn lifetimes_and_renewal_times() {
+        let (_, cert) = generate_for("short.test", 6).unwrap();
+        let now = crate::tls::watch::unix_now();
+        let not_after = crate::tls::watch::unix_time(cert.not_after()).unwrap();
+        let not_before = crate::tls::watch::unix_time(cert.not_before()).unwrap();
+        assert!((now - 1..=now + 1).contains(&not_before), "{not_before} vs {now}");
+        assert_eq!(not_after - not_before, 6);
+        // Half-way through a short life, 30 days before the end of a long one.
+        assert_eq!(renew_at(1000, 1006), 1003);
+        assert_eq!(renew_at(0, 365 * DAY), 335 * DAY);
+        if std::env::var_os("FIO_TLS_SELF_SIGNED_SECONDS").is_none() {
+            assert_eq!(lifetime_seconds(), 365 * DAY, "the default without the knob");
+        }
     }
 
     #[test]

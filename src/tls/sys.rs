@@ -1,14 +1,18 @@
 //! The few OpenSSL calls the `openssl` / `openssl-sys` crates do not wrap.
 
 use foreign_types::{ForeignType, ForeignTypeRef};
-use libc::{c_char, c_int, c_long, c_void, size_t};
+use libc::{c_char, c_int, c_long, c_uchar, c_uint, c_void, size_t};
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslContextRef};
+use openssl::pkey::{PKeyRef, Private};
+use openssl::ssl::{Ssl, SslContextBuilder, SslContextRef, SslRef};
+use openssl::x509::{X509Ref, X509};
 
 extern "C" {
     fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
     fn OPENSSL_cleanse(ptr: *mut c_void, len: size_t);
     fn SSL_group_to_name(ssl: *mut openssl_sys::SSL, id: c_int) -> *const c_char;
+    fn SSL_certs_clear(ssl: *mut openssl_sys::SSL);
+    fn SSL_set_session_id_context(ssl: *mut openssl_sys::SSL, sid_ctx: *const c_uchar, sid_ctx_len: c_uint) -> c_int;
 }
 
 /// `SSL_CTRL_GET_NEGOTIATED_GROUP` (ssl.h; `SSL_get_negotiated_group` is a
@@ -33,6 +37,46 @@ pub fn negotiated_group(ssl: &openssl::ssl::SslRef) -> Option<String> {
     }
     // SAFETY: a NUL-terminated string (see above).
     Some(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
+/// `SSL_CTX_add1_chain_cert`: adds `cert` to the chain of the context's
+/// current certificate (not to the context-wide "extra" chain, which
+/// OpenSSL sends with any certificate that has no chain of its own).
+pub fn ctx_add_chain_cert(b: &mut SslContextBuilder, cert: &X509Ref) -> Result<(), ErrorStack> {
+    // SAFETY: b is a live context being built; add1 takes its own
+    // reference to cert (SSL_CTX_add1_chain_cert is this SSL_CTX_ctrl).
+    let r = unsafe {
+        openssl_sys::SSL_CTX_ctrl(b.as_ptr(), openssl_sys::SSL_CTRL_CHAIN_CERT, 1, cert.as_ptr().cast())
+    };
+    if r == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// Makes a server connection (inside its ClientHello callback) serve `key`
+/// with `chain` (leaf first) instead of the certificates its context gave
+/// it, and binds its sessions to `sid_ctx`. Every certificate it had is
+/// dropped first, so a default certificate of another key type cannot be
+/// picked instead of this one.
+pub fn serve_certificate(ssl: &mut SslRef, key: &PKeyRef<Private>, chain: &[X509], sid_ctx: &[u8]) -> Result<(), ErrorStack> {
+    // SAFETY: ssl is the live connection of the callback; SSL_certs_clear
+    // drops the certificates and keys of its own CERT copy only (the
+    // context keeps its own).
+    unsafe { SSL_certs_clear(ssl.as_ptr()) };
+    ssl.set_certificate(&chain[0])?;
+    ssl.set_private_key(key)?;
+    for intermediate in &chain[1..] {
+        ssl.add_chain_cert(intermediate.clone())?;
+    }
+    let len = c_uint::try_from(sid_ctx.len()).unwrap_or(c_uint::MAX);
+    // SAFETY: sid_ctx is a live slice of len bytes; OpenSSL copies it (and
+    // refuses more than 32 bytes).
+    if unsafe { SSL_set_session_id_context(ssl.as_ptr(), sid_ctx.as_ptr(), len) } != 1 {
+        return Err(ErrorStack::get());
+    }
+    Ok(())
 }
 
 /// `SSL_has_pending`: true when OpenSSL holds received bytes (decrypted or
