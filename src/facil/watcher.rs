@@ -89,6 +89,9 @@ fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// How often the timer fires at most (see `arm`).
+const TICK: Duration = Duration::from_millis(1000);
+
 /// Arms the timer in this process unless it has one: every `reload_seconds`
 /// (watching on), or every [`MAINTENANCE_SECONDS`] (watching off). Does
 /// nothing without facil.io.
@@ -104,7 +107,10 @@ pub fn arm(reload_seconds: u64, make: PassMaker) {
     if ARMED_PID.swap(me, Ordering::AcqRel) == me {
         return;
     }
-    let ms = timer.period.as_millis() as usize;
+    // facil.io 0.7.0.beta4 fires intervals above one second late (about
+    // twice the interval: fio_timer_calc_due): tick every second at most
+    // and start a pass when the period has passed (see `tick`).
+    let ms = timer.period.as_millis().min(TICK.as_millis()) as usize;
     if sys::run_every(ms, tick).is_err() {
         ARMED_PID.store(0, Ordering::Release);
     }
@@ -123,7 +129,9 @@ unsafe extern "C" fn tick(_arg: *mut c_void) {
             let mut last = LAST_PASS.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             if let Some((p, t)) = *last {
-                if p == me && now.duration_since(t) < timer.period / 2 {
+                // half a tick of slack, so that a period of N ticks is N
+                // ticks and not N + 1
+                if p == me && now.duration_since(t) + TICK / 2 < timer.period {
                     return;
                 }
             }
