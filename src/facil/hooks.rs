@@ -516,6 +516,24 @@ unsafe fn conn_of(udata: *mut c_void) -> ManuallyDrop<Arc<HostConn>> {
     ManuallyDrop::new(Arc::from_raw(udata as *const HostConn))
 }
 
+/// What the read and write hooks answer before touching the connection,
+/// as read(2) / write(2) would: -1 for a connection broken by a panic
+/// (see [`HostConn::fail_after_panic`]), 0 for a zero `count` (`buf` is
+/// not looked at), -1 with `EFAULT` for a NULL `buf`; `None`: go on.
+fn data_hook_prologue(conn: &HostConn, count: size_t, buf_is_null: bool) -> Option<ssize_t> {
+    if conn.is_broken() {
+        return Some(conn.fail_after_panic());
+    }
+    if count == 0 {
+        return Some(0);
+    }
+    if buf_is_null {
+        set_errno(libc::EFAULT);
+        return Some(-1);
+    }
+    None
+}
+
 /// The read hook: `read(2)` over TLS. A `count` of 0 returns 0 without
 /// touching `buf` or the connection (as `read(2)` does; facil.io's
 /// `fio_read` never asks for 0 bytes); a NULL `buf` with a non-zero `count`
@@ -527,15 +545,8 @@ unsafe extern "C" fn hook_read(uuid: isize, udata: *mut c_void, buf: *mut c_void
             return -1;
         };
         ffi_boundary!("read hook", on_panic = conn.fail_after_panic(), {
-            if conn.is_broken() {
-                return conn.fail_after_panic();
-            }
-            if count == 0 {
-                return 0;
-            }
-            if buf.is_null() {
-                set_errno(libc::EFAULT);
-                return -1;
+            if let Some(early) = data_hook_prologue(&conn, count, buf.is_null()) {
+                return early;
             }
             let mut tls = conn.lock();
             if tls.phase() == Phase::Handshaking {
@@ -588,15 +599,8 @@ unsafe extern "C" fn hook_write(uuid: isize, udata: *mut c_void, buf: *const c_v
     ffi_boundary!("write hook (connection lookup)", {
         let conn = conn_of(udata);
         ffi_boundary!("write hook", on_panic = conn.fail_after_panic(), {
-            if conn.is_broken() {
-                return conn.fail_after_panic();
-            }
-            if count == 0 {
-                return 0;
-            }
-            if buf.is_null() {
-                set_errno(libc::EFAULT);
-                return -1;
+            if let Some(early) = data_hook_prologue(&conn, count, buf.is_null()) {
+                return early;
             }
             let mut tls = conn.lock();
             // SAFETY: facil.io passes `count` readable bytes (checked
