@@ -574,18 +574,19 @@ pub extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::boundary::test_support::panic_next;
     use super::*;
     use std::ffi::CString;
     use std::sync::mpsc;
     use std::time::Duration;
 
-    fn c(s: &str) -> CString {
+    pub(crate) fn c(s: &str) -> CString {
         CString::new(s).unwrap()
     }
 
-    fn live(tls: *mut fio_tls_s) -> Arc<TlsObject> {
+    /// The object behind a handle that must be live.
+    pub(crate) fn live(tls: *mut fio_tls_s) -> Arc<TlsObject> {
         match OBJECTS.get(tls as usize) {
             Lookup::Live(o) => o,
             _ => panic!("{tls:p} is not live"),

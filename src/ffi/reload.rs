@@ -99,21 +99,10 @@ pub(crate) fn recheck_objects(target: Option<&TlsObject>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::handle::Lookup;
-    use crate::ffi::{fio_tls_cert_add, fio_tls_destroy, fio_tls_new, fio_tls_s};
+    use crate::ffi::tests::{c, live};
+    use crate::ffi::{fio_tls_cert_add, fio_tls_destroy, fio_tls_new};
     use crate::tls::testutil::{self, TempDir, Usage};
-    use std::ffi::CString;
 
-    fn c(s: &str) -> CString {
-        CString::new(s).unwrap()
-    }
-
-    fn live(tls: *mut fio_tls_s) -> Arc<TlsObject> {
-        match OBJECTS.get(tls as usize) {
-            Lookup::Live(o) => o,
-            _ => panic!("not live"),
-        }
-    }
 
     fn write_pair(dir: &TempDir, tag: &str, name: &str) -> (String, String, String) {
         let key = testutil::key();

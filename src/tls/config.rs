@@ -1678,6 +1678,20 @@ mod tests {
         cfg.check(0, usize::MAX, crate::tls::watch::unix_now(), say, true)
     }
 
+    /// Settings with d.test (the default), a.test and b.test, each from
+    /// its own files in `dir` (tags "d", "a", "b"); returns them and
+    /// a.test's certificate file.
+    fn three_names(dir: &TempDir) -> (TlsConfig<u8>, String) {
+        let (k0, c0) = pair(dir, "d", "d.test", &["d.test"], Usage::Server);
+        let key = testutil::key();
+        let (k1, c1) = write_pair(dir, "a", &key, &[&leaf_for(&key, "a.test")]);
+        let (k2, c2) = pair(dir, "b", "b.test", &["b.test"], Usage::Server);
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("d.test"), Some(&k0), Some(&c0)).unwrap();
+        cfg.add_cert(Some("a.test"), Some(&k1), Some(&c1)).unwrap();
+        cfg.add_cert(Some("b.test"), Some(&k2), Some(&c2)).unwrap();
+        (cfg, c1)
+    }
+
     fn pause() {
         // Distinct mtimes on file systems with coarse timestamps.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -1686,13 +1700,7 @@ mod tests {
     #[test]
     fn a_changed_pair_is_served_by_new_handshakes_and_only_its_slot_changes() {
         let dir = TempDir::new("reload");
-        let (k0, c0) = pair(&dir, "d", "d.test", &["d.test"], Usage::Server);
-        let key = testutil::key();
-        let (k1, c1) = write_pair(&dir, "a", &key, &[&leaf_for(&key, "a.test")]);
-        let (k2, c2) = pair(&dir, "b", "b.test", &["b.test"], Usage::Server);
-        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("d.test"), Some(&k0), Some(&c0)).unwrap();
-        cfg.add_cert(Some("a.test"), Some(&k1), Some(&c1)).unwrap();
-        cfg.add_cert(Some("b.test"), Some(&k2), Some(&c2)).unwrap();
+        let (mut cfg, c1) = three_names(&dir);
         let built = cfg.build().unwrap();
         let (say, lines) = capture();
         assert_eq!(check_now(&mut cfg, &say), CheckStep { checked: 3, ..Default::default() });
@@ -2023,13 +2031,7 @@ mod tests {
     #[test]
     fn sessions_resume_only_under_the_certificate_they_were_made_with() {
         let dir = TempDir::new("resume");
-        let (k0, c0) = pair(&dir, "d", "d.test", &["d.test"], Usage::Server);
-        let key = testutil::key();
-        let (k1, c1) = write_pair(&dir, "a", &key, &[&leaf_for(&key, "a.test")]);
-        let (k2, c2) = pair(&dir, "b", "b.test", &["b.test"], Usage::Server);
-        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("d.test"), Some(&k0), Some(&c0)).unwrap();
-        cfg.add_cert(Some("a.test"), Some(&k1), Some(&c1)).unwrap();
-        cfg.add_cert(Some("b.test"), Some(&k2), Some(&c2)).unwrap();
+        let (mut cfg, _) = three_names(&dir);
         let built = cfg.build().unwrap();
         for version in [SslVersion::TLS1_3, SslVersion::TLS1_2] {
             for name in ["d.test", "a.test"] {
