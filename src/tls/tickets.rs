@@ -525,9 +525,10 @@ struct OsslParam {
     return_size: size_t,
 }
 
-enum EvpCipherCtx {}
+// the cipher context and the AES calls are openssl-sys's; the MAC context
+// and OSSL_PARAM (OpenSSL 3.0's) are not in it
+use openssl_sys::{EVP_CIPHER_CTX as EvpCipherCtx, EVP_DecryptInit_ex, EVP_EncryptInit_ex, EVP_aes_256_cbc};
 enum EvpMacCtx {}
-enum EvpCipher {}
 
 type TicketCb = unsafe extern "C" fn(
     *mut openssl_sys::SSL,
@@ -540,21 +541,6 @@ type TicketCb = unsafe extern "C" fn(
 
 extern "C" {
     fn SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx: *mut openssl_sys::SSL_CTX, cb: TicketCb) -> c_int;
-    fn EVP_aes_256_cbc() -> *const EvpCipher;
-    fn EVP_EncryptInit_ex(
-        ctx: *mut EvpCipherCtx,
-        cipher: *const EvpCipher,
-        engine: *mut c_void,
-        key: *const c_uchar,
-        iv: *const c_uchar,
-    ) -> c_int;
-    fn EVP_DecryptInit_ex(
-        ctx: *mut EvpCipherCtx,
-        cipher: *const EvpCipher,
-        engine: *mut c_void,
-        key: *const c_uchar,
-        iv: *const c_uchar,
-    ) -> c_int;
     fn EVP_MAC_CTX_set_params(ctx: *mut EvpMacCtx, params: *const OsslParam) -> c_int;
     fn OSSL_PARAM_construct_utf8_string(key: *const c_char, buf: *mut c_char, bsize: size_t) -> OsslParam;
     fn OSSL_PARAM_construct_octet_string(key: *const c_char, buf: *mut c_void, bsize: size_t) -> OsslParam;
