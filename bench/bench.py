@@ -615,6 +615,12 @@ def system_ssl_size():
     return total
 
 
+
+def warm_up(h2load_bin, servers):
+    """Page cache and lazily initialised code paths, before measuring."""
+    for s in servers:
+        run(pinned([h2load_bin, "--h1", "-n", "50", "-c", "10", s.url()]))
+
 class Bench:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -663,22 +669,12 @@ class Bench:
         self.speed = openssl_speed(cfg)
         print("  " + json.dumps({k: round(v, 2) for k, v in self.speed.items()}), flush=True)
 
-        ours = self.server("ours", "ecdsa")
-        ngx = self.server("nginx", "ecdsa")
+        ours, vend, ngx, tls_all = self.tls_servers("ecdsa")
         plain = self.server("plain")
-        vend = self.server("vendored", "ecdsa") if cfg.vendored_server_bin else None
-        ecdsa = [ours, ngx]
-        tls_all = [x for x in (ours, vend, ngx) if x]
-        # warm-up (page cache, lazily initialised code paths)
-        for s in tls_all:
-            run(pinned([cfg.h2load, "--h1", "-n", "50", "-c", "10", s.url()]))
 
         self.figure("full_ecdsa", tls_all, lambda s: h2load(s, n_hs))
         if vend and cfg.pq_client:
-            # the same Rust client (OpenSSL 3.5) against the vendored
-            # server: ML-KEM hybrid, then X25519 only (the cost of ML-KEM)
-            self.figure("pq_ecdsa", [vend], lambda s: rust_handshakes(s, n_hs))
-            self.figure("pq_ecdsa_x25519", [vend], lambda s: rust_handshakes(s, n_hs, "X25519"))
+            self.pq_figures("ecdsa", vend, n_hs)
         self.figure("resumed", tls_all, lambda s: python_handshakes(s, n_py, "resume"))
         self.figure("full_python", tls_all, lambda s: python_handshakes(s, n_py, "full"))
         with_plain = [x for x in (ours, vend, ngx, plain) if x]
@@ -696,22 +692,33 @@ class Bench:
                 s.stop()
 
         if not cfg.only or "full_rsa" in cfg.only:
-            rours = self.server("ours", "rsa")
-            rngx = self.server("nginx", "rsa")
-            rvend = self.server("vendored", "rsa") if cfg.vendored_server_bin else None
-            rsa = [x for x in (rours, rvend, rngx) if x]
-            for s in rsa:
-                run(pinned([cfg.h2load, "--h1", "-n", "50", "-c", "10", s.url()]))
+            _, rvend, _, rsa = self.tls_servers("rsa")
             self.figure("full_rsa", rsa, lambda s: h2load(s, n_hs))
             if rvend and cfg.pq_client:
-                self.figure("pq_rsa", [rvend], lambda s: rust_handshakes(s, n_hs))
-                self.figure("pq_rsa_x25519", [rvend], lambda s: rust_handshakes(s, n_hs, "X25519"))
+                self.pq_figures("rsa", rvend, n_hs)
             for s in rsa:
                 s.stop()
 
         names_figs = ("names_hs", "names_watch", "names_reload")
         if not cfg.only or any(f in cfg.only for f in names_figs):
             self.run_names()
+
+    def tls_servers(self, cert):
+        """Ours, the vendored build (when there is one) and nginx, serving
+        the `cert` kind of certificate, warmed up (page cache, lazily
+        initialised code paths): (ours, vendored or None, nginx, all)."""
+        ours = self.server("ours", cert)
+        ngx = self.server("nginx", cert)
+        vend = self.server("vendored", cert) if self.cfg.vendored_server_bin else None
+        servers = [x for x in (ours, vend, ngx) if x]
+        warm_up(self.cfg.h2load, servers)
+        return ours, vend, ngx, servers
+
+    def pq_figures(self, kind, server, n):
+        """The same Rust client (OpenSSL 3.5) against the vendored server:
+        ML-KEM hybrid, then X25519 only (the cost of ML-KEM)."""
+        self.figure(f"pq_{kind}", [server], lambda s: rust_handshakes(s, n))
+        self.figure(f"pq_{kind}_x25519", [server], lambda s: rust_handshakes(s, n, "X25519"))
 
     def run_names(self):
         """Issue 11: 1 vs 10 000 names, watching 10 000 pairs, a reload
