@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -508,3 +509,11 @@ def attribute_drops(failures, race_ports):
         else:
             other.append((port, text))
     return diagnosed, other
+
+
+def repeat_runs(one_run, args, prefix):
+    """A reproduction tool's main loop: `one_run(args, tmp)` args.runs
+    times in one scratch directory; exit status 0 when every run was clean."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        clean = [one_run(args, tmp) for _ in range(args.runs)]
+    return 0 if all(clean) else 1

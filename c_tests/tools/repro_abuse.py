@@ -42,7 +42,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import threading
 import time
 
@@ -149,9 +148,7 @@ def main():
     ap.add_argument("--mode", choices=("tls", "plain"), default="tls")
     ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="repro_abuse.") as tmp:
-        clean = [one_run(args, tmp) for _ in range(args.runs)]
-    return 0 if all(clean) else 1
+    return T.repeat_runs(one_run, args, "repro_abuse.")
 
 
 if __name__ == "__main__":

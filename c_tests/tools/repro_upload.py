@@ -32,7 +32,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import threading
 import zlib
 
@@ -114,9 +113,7 @@ def main():
     ap.add_argument("--clients", type=int, default=500)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="repro_upload.") as tmp:
-        results = [one_run(args, tmp) for _ in range(args.runs)]
-    return 0 if all(results) else 1
+    return T.repeat_runs(one_run, args, "repro_upload.")
 
 
 if __name__ == "__main__":
