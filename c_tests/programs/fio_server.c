@@ -807,43 +807,25 @@ static void result_tls(const char *name, fio_tls_s *tls) {
 static int start_badinput(char **a) {
   const char *key = a[0], *cert = a[1], *garbage = a[2], *other_key = a[3],
              *encrypted_key = a[4], *directory = a[5], *missing = a[6];
-  fio_tls_s *t;
 
-  mark("CASE", "new-missing-key", "-");
-  t = fio_tls_new("localhost", missing, cert);
-  result_tls("new-missing-key", t);
-
-  mark("CASE", "new-missing-cert", "-");
-  t = fio_tls_new("localhost", key, missing);
-  result_tls("new-missing-cert", t);
-
-  mark("CASE", "new-directory-cert", "-");
-  t = fio_tls_new("localhost", key, directory);
-  result_tls("new-directory-cert", t);
-
-  mark("CASE", "new-garbage-key", "-");
-  t = fio_tls_new("localhost", garbage, cert);
-  result_tls("new-garbage-key", t);
-
-  mark("CASE", "new-garbage-cert", "-");
-  t = fio_tls_new("localhost", key, garbage);
-  result_tls("new-garbage-cert", t);
-
-  mark("CASE", "new-mismatched-key", "-");
-  t = fio_tls_new("localhost", other_key, cert);
-  result_tls("new-mismatched-key", t);
-
-  mark("CASE", "new-encrypted-key", "-");
-  t = fio_tls_new("localhost", encrypted_key, cert);
-  result_tls("new-encrypted-key", t);
-
-  mark("CASE", "new-key-without-cert", "-");
-  t = fio_tls_new("localhost", key, NULL);
-  result_tls("new-key-without-cert", t);
-
-  mark("CASE", "new-null-name-selfsigned", "-");
-  t = fio_tls_new(NULL, NULL, NULL);
-  result_tls("new-null-name-selfsigned", t);
+  /* fio_tls_new with each bad input: NULL and one ERROR line each */
+  const struct {
+    const char *name, *server, *key, *cert;
+  } news[] = {
+      {"new-missing-key", "localhost", missing, cert},
+      {"new-missing-cert", "localhost", key, missing},
+      {"new-directory-cert", "localhost", key, directory},
+      {"new-garbage-key", "localhost", garbage, cert},
+      {"new-garbage-cert", "localhost", key, garbage},
+      {"new-mismatched-key", "localhost", other_key, cert},
+      {"new-encrypted-key", "localhost", encrypted_key, cert},
+      {"new-key-without-cert", "localhost", key, NULL},
+      {"new-null-name-selfsigned", NULL, NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof(news) / sizeof(news[0]); ++i) {
+    mark("CASE", news[i].name, "-");
+    result_tls(news[i].name, fio_tls_new(news[i].server, news[i].key, news[i].cert));
+  }
 
   /* the object that will serve: nothing below may change what it serves */
   fio_tls_s *good = fio_tls_new("localhost", key, cert);
@@ -852,21 +834,22 @@ static int start_badinput(char **a) {
     return -1;
   }
 
-  mark("CASE", "cert-add-missing", "-");
-  fio_tls_cert_add(good, "bad.test", missing, cert);
-  mark("RESULT", "cert-add-missing", "returned");
-
-  mark("CASE", "cert-add-garbage", "-");
-  fio_tls_cert_add(good, "bad.test", key, garbage);
-  mark("RESULT", "cert-add-garbage", "returned");
-
-  mark("CASE", "cert-add-mismatched-key", "-");
-  fio_tls_cert_add(good, "bad.test", other_key, cert);
-  mark("RESULT", "cert-add-mismatched-key", "returned");
-
-  mark("CASE", "cert-add-null-tls", "-");
-  fio_tls_cert_add(NULL, "bad.test", key, cert);
-  mark("RESULT", "cert-add-null-tls", "returned");
+  /* fio_tls_cert_add with each bad input: nothing added */
+  const struct {
+    const char *name;
+    fio_tls_s *tls;
+    const char *key, *cert;
+  } adds[] = {
+      {"cert-add-missing", good, missing, cert},
+      {"cert-add-garbage", good, key, garbage},
+      {"cert-add-mismatched-key", good, other_key, cert},
+      {"cert-add-null-tls", NULL, key, cert},
+  };
+  for (size_t i = 0; i < sizeof(adds) / sizeof(adds[0]); ++i) {
+    mark("CASE", adds[i].name, "-");
+    fio_tls_cert_add(adds[i].tls, "bad.test", adds[i].key, adds[i].cert);
+    mark("RESULT", adds[i].name, "returned");
+  }
 
   mark("CASE", "proto-add-null-tls", "-");
   fio_tls_proto_add(NULL, "bad-proto", ignore_protocol);
