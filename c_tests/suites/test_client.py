@@ -485,15 +485,25 @@ def test_own_server_alpn(ctx, mode):
 # ---------------------------------------------------------------------------
 # http_connect
 # ---------------------------------------------------------------------------
+def http_big_from_fio_server(ctx, mode, tag, label, started):
+    """fio_server certs for localhost, then fio_client's verified
+    http_connect for /big: (server, client run), or (None, None) when the
+    server did not start (a failed check named `started`)."""
+    pki = ctx.pki
+    srv = ctx.start(mode, ["certs", "{port}", "localhost", *pki.localhost], label)
+    if not ctx.check(f"{tag}: {started}", srv.wait_ready(0), excerpt(srv.text())):
+        return None, None
+    return srv, fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
+                           "http", f"http://127.0.0.1:{srv.port}/big")
+
+
 @FULL
 def test_http_own_server(ctx, mode):
     pki = ctx.pki
     tag = f"[{mode}] http_connect(\"http://...\", .tls) to fio_server"
-    srv = ctx.start(mode, ["certs", "{port}", "localhost", *pki.localhost], "client-http")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
+    srv, c = http_big_from_fio_server(ctx, mode, tag, "client-http", "server starts")
+    if not srv:
         return
-    c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
-                   "http", f"http://127.0.0.1:{srv.port}/big")
     ctx.check(f"{tag}: verified; 200 and the 1,000,000-byte body",
               c.status == 200 and c.data == BIG_BODY and c.protos == [("http/1.1", "-")],
               f"got {len(c.data)} bytes\n" + c.detail())
@@ -837,13 +847,10 @@ def test_smoke_mtls_echo(ctx, mode):
 @SMOKE
 def test_smoke_http(ctx, mode):
     """Other link modes: one http_connect."""
-    pki = ctx.pki
     tag = f"[{mode}] client"
-    srv = ctx.start(mode, ["certs", "{port}", "localhost", *pki.localhost], "client-smoke-http")
-    if not ctx.check(f"{tag}: fio_server certs starts", srv.wait_ready(0), excerpt(srv.text())):
+    srv, c = http_big_from_fio_server(ctx, mode, tag, "client-smoke-http", "fio_server certs starts")
+    if not srv:
         return
-    c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
-                   "http", f"http://127.0.0.1:{srv.port}/big")
     ctx.check(f"{tag}: http_connect with .tls gets 200 and the 1,000,000-byte body",
               c.status == 200 and c.data == BIG_BODY and c.clean_exit(), c.detail())
     check_clean_stop(ctx, tag, srv)
