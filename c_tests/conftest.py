@@ -40,7 +40,7 @@ import shutil
 import pytest
 
 from fiotest import proc
-from fiotest.ctx import Ctx
+from fiotest.ctx import Ctx, Stopped
 from fiotest.pki import ClientPki, Pki
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -208,7 +208,8 @@ def pytest_runtest_makereport(item, call):
     c = getattr(item, "funcargs", {}).get("ctx") if call.when == "call" else None
     if not isinstance(c, Ctx):
         return
-    if c.failed and report.passed:
+    stopped = call.excinfo is not None and call.excinfo.errisinstance(Stopped)
+    if c.failed and (report.passed or stopped):
         report.outcome = "failed"
         lines = [f"{len(c.failed)} of {len(c.failed) + len(c.passed)} checks failed:"]
         for name, detail in c.failed:

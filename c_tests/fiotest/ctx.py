@@ -16,6 +16,11 @@ FATAL_STUB = "HTTP SSL/TLS required but unavailable!"
 WORKING_MODES = ("static", "shared", "preload")
 
 
+class Stopped(Exception):
+    """Raised by Ctx.require: a check failed that the rest of the test
+    needs. The test's report lists its failed checks, not a traceback."""
+
+
 class Ctx:
     def __init__(self, paths, tmp, pki):
         self.paths, self.tmp, self.pki = paths, str(tmp), pki
@@ -38,6 +43,13 @@ class Ctx:
             for line in head_and_tail(detail):
                 print(f"#   {line}", flush=True)
         return ok
+
+    def require(self, name, ok, detail=""):
+        """A check the rest of the test depends on (a server that must be
+        up): like check(), but a failure also ends the test there, reported
+        with its failed checks like any other."""
+        if not self.check(name, ok, detail):
+            raise Stopped(name)
 
     # -- binaries and environments -----------------------------------------
     def binary(self, mode, program):
