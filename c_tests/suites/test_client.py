@@ -120,6 +120,14 @@ def start_peer(ctx, argv, label, ready, cwd=None):
     return srv
 
 
+def started(ctx, tag, what, srv):
+    """The check that a server under test (fio_server through ctx.start,
+    or a peer from start_peer) came up; a failure (with its log excerpt)
+    ends the test."""
+    ok = srv.ready if hasattr(srv, "ready") else srv.wait_ready(0)
+    ctx.require(f"{tag}: {what}", ok, excerpt(srv.text()))
+
+
 def s_server(ctx, label, *opts, cwd=None):
     pki = ctx.pki
     return start_peer(ctx, ["openssl", "s_server", "-accept", "127.0.0.1:{port}",
@@ -288,13 +296,11 @@ class PyTls:
 # ---------------------------------------------------------------------------
 @FULL
 @VERSIONS
-def test_s_server_rev(ctx, mode, version):
-    pki = ctx.pki
+def test_s_server_rev(ctx, mode, version, pki):
     tag = f"[{mode}] client vs openssl s_server -tls{version.replace('.', '_')}"
     peer = s_server(ctx, f"s_server-rev-{version}", f"-tls{version.replace('.', '_')}",
                     "-rev", "-alpn", "echo-b,echo-a", "-trace", "-naccept", "1")
-    if not ctx.check(f"{tag}: s_server -rev starts", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, "s_server -rev starts", peer)
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
                    "--alpn", "echo-a", "--alpn", "echo-b", "--udata", f"u-{version}",
                    "--payload", pki.text_path, "--expect", str(len(pki.text_reversed)),
@@ -318,12 +324,10 @@ def test_s_server_rev(ctx, mode, version):
 
 
 @FULL
-def test_s_server_ip_literal(ctx, mode):
-    pki = ctx.pki
+def test_s_server_ip_literal(ctx, mode, pki):
     tag = f"[{mode}] client vs openssl s_server (IP literal, no server ALPN)"
     peer = s_server(ctx, "s_server-ip", "-rev", "-trace", "-naccept", "1")
-    if not ctx.check(f"{tag}: s_server starts", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, "s_server starts", peer)
     c = fio_client(ctx, mode, "--name", "127.0.0.1", "--trust", pki.ca_pem,
                    "--alpn", "echo-a", "--alpn", "echo-b", "--payload", pki.ping,
                    "--expect", "9", "raw", "127.0.0.1", str(peer.port))
@@ -339,12 +343,10 @@ def test_s_server_ip_literal(ctx, mode):
 
 
 @FULL
-def test_s_server_www(ctx, mode):
-    pki = ctx.pki
+def test_s_server_www(ctx, mode, pki):
     tag = f"[{mode}] client vs openssl s_server -WWW"
     peer = s_server(ctx, "s_server-www", "-WWW", "-naccept", "1", cwd=pki.www)
-    if not ctx.check(f"{tag}: s_server starts", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, "s_server starts", peer)
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
                    "--payload", pki.get_random, "raw", "127.0.0.1", str(peer.port))
     want = b"HTTP/1.0 200 ok\r\nContent-type: text/plain\r\n\r\n" + pki.random_mb
@@ -355,8 +357,7 @@ def test_s_server_www(ctx, mode):
 
 
 @FULL
-def test_gnutls(ctx, mode):
-    pki = ctx.pki
+def test_gnutls(ctx, mode, pki):
     tag = f"[{mode}] client vs gnutls-serv --echo"
     if not shutil.which("gnutls-serv"):
         pytest.skip("gnutls-serv not installed (Debian: gnutls-bin)")
@@ -365,8 +366,7 @@ def test_gnutls(ctx, mode):
                             f"--x509keyfile={pki.localhost[0]}", "--alpn=echo-b",
                             "--sni-hostname=localhost", "--sni-hostname-fatal"],
                       "gnutls-echo", r"listening on IPv4")
-    if not ctx.check(f"{tag}: gnutls-serv starts", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, "gnutls-serv starts", peer)
     # gnutls-serv's echo mode handles text (it stops at NUL bytes): 1 MB of lines
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
                    "--alpn", "echo-a", "--alpn", "echo-b", "--payload", pki.text_path,
@@ -397,8 +397,7 @@ def test_gnutls(ctx, mode):
 
 @FULL
 @VERSIONS
-def test_python_echo(ctx, mode, version):
-    pki = ctx.pki
+def test_python_echo(ctx, mode, version, pki):
     tag = f"[{mode}] client vs Python ssl echo (TLS {version})"
     srv = PyTls(pki.localhost_leaf_chain, pki.localhost[0], alpn=["echo-b", "echo-a"],
                 version=version)
@@ -418,8 +417,7 @@ def test_python_echo(ctx, mode, version):
 
 
 @FULL
-def test_python_echo_no_alpn(ctx, mode):
-    pki = ctx.pki
+def test_python_echo_no_alpn(ctx, mode, pki):
     tag = f"[{mode}] client vs Python ssl echo (no server ALPN)"
     srv = PyTls(pki.localhost_leaf_chain, pki.localhost[0])
     c = fio_client(ctx, mode, "--name", "127.0.0.1", "--trust", pki.ca_pem,
@@ -440,12 +438,10 @@ def test_python_echo_no_alpn(ctx, mode):
 # our own server
 # ---------------------------------------------------------------------------
 @FULL
-def test_own_server_echo(ctx, mode):
-    pki = ctx.pki
+def test_own_server_echo(ctx, mode, pki):
     tag = f"[{mode}] client vs fio_server echo"
     srv = ctx.start(mode, ["echo", "{port}", "localhost", *pki.localhost], "client-echo")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
-        return
+    started(ctx, tag, "server starts", srv)
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
                    "--payload", pki.random_path, "--expect", str(len(pki.random_mb)),
                    "raw", "127.0.0.1", str(srv.port))
@@ -460,12 +456,10 @@ def test_own_server_echo(ctx, mode):
 
 
 @FULL
-def test_own_server_alpn(ctx, mode):
-    pki = ctx.pki
+def test_own_server_alpn(ctx, mode, pki):
     tag = f"[{mode}] client vs fio_server alpn"
     srv = ctx.start(mode, ["alpn", "{port}"], "client-alpn")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
-        return
+    started(ctx, tag, "server starts", srv)
     # the server prefers echo-a (added first); a client offering only echo-b gets it
     for offer, want in ((["echo-b", "echo-a"], "echo-a"), (["echo-b"], "echo-b")):
         args = []
@@ -485,25 +479,30 @@ def test_own_server_alpn(ctx, mode):
 # ---------------------------------------------------------------------------
 # http_connect
 # ---------------------------------------------------------------------------
-def http_big_from_fio_server(ctx, mode, tag, label, started):
-    """fio_server certs for localhost, then fio_client's verified
-    http_connect for /big: (server, client run), or (None, None) when the
-    server did not start (a failed check named `started`)."""
+def fio_server_round(ctx, mode, tag, label, what, kind):
+    """One fio_server and one fio_client run against it, verified against
+    the test CA: `kind` "http" is `certs` mode and an http_connect for /big;
+    "mtls" is `echo` mode requiring client certificates and a 1 MB echo with
+    the test client certificate. (server, client run); a server that does
+    not start (the failed check `what`) ends the test."""
     pki = ctx.pki
-    srv = ctx.start(mode, ["certs", "{port}", "localhost", *pki.localhost], label)
-    if not ctx.check(f"{tag}: {started}", srv.wait_ready(0), excerpt(srv.text())):
-        return None, None
+    server, client = {
+        "http": (["certs"], lambda port: ["http", f"http://127.0.0.1:{port}/big"]),
+        "mtls": (["--trust", pki.ca_pem, "echo"],
+                 lambda port: ["--cert", *pki.client, "--payload", pki.random_path,
+                               "--expect", str(len(pki.random_mb)), "raw", "127.0.0.1",
+                               str(port)]),
+    }[kind]
+    srv = ctx.start(mode, [*server, "{port}", "localhost", *pki.localhost], label)
+    started(ctx, tag, what, srv)
     return srv, fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
-                           "http", f"http://127.0.0.1:{srv.port}/big")
+                           *client(srv.port))
 
 
 @FULL
-def test_http_own_server(ctx, mode):
-    pki = ctx.pki
+def test_http_own_server(ctx, mode, pki):
     tag = f"[{mode}] http_connect(\"http://...\", .tls) to fio_server"
-    srv, c = http_big_from_fio_server(ctx, mode, tag, "client-http", "server starts")
-    if not srv:
-        return
+    srv, c = fio_server_round(ctx, mode, tag, "client-http", "server starts", "http")
     ctx.check(f"{tag}: verified; 200 and the 1,000,000-byte body",
               c.status == 200 and c.data == BIG_BODY and c.protos == [("http/1.1", "-")],
               f"got {len(c.data)} bytes\n" + c.detail())
@@ -517,8 +516,7 @@ def test_http_own_server(ctx, mode):
 
 
 @FULL
-def test_http_python(ctx, mode):
-    pki = ctx.pki
+def test_http_python(ctx, mode, pki):
     tag = f"[{mode}] http_connect(\"http://...\", .tls) to Python https"
     srv = PyTls(pki.localhost_leaf_chain, pki.localhost[0], alpn=["http/1.1"],
                 http_body=pki.http_body)
@@ -535,13 +533,11 @@ def test_http_python(ctx, mode):
 
 
 @FULL
-def test_http_s_server(ctx, mode):
-    pki = ctx.pki
+def test_http_s_server(ctx, mode, pki):
     tag = f"[{mode}] http_connect(\"http://...\", .tls) to openssl s_server -HTTP"
     peer = s_server(ctx, "s_server-http", "-HTTP", "-alpn", "http/1.1", "-naccept", "1",
                     cwd=pki.www)
-    if not ctx.check(f"{tag}: s_server starts", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, "s_server starts", peer)
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
                    "http", f"http://127.0.0.1:{peer.port}/page.http")
     ctx.check(f"{tag}: verified; 200 and the 300,000-byte body",
@@ -553,15 +549,12 @@ def test_http_s_server(ctx, mode):
 # peer verification
 # ---------------------------------------------------------------------------
 @FULL
-def test_verify(ctx, mode):
-    pki = ctx.pki
+def test_verify(ctx, mode, pki):
     tag = f"[{mode}] verification"
     srv = ctx.start(mode, ["echo", "{port}", "localhost", *pki.localhost,
                            "expired.test", *pki.expired, "unknown.test", *pki.unknown,
                            "selfsigned.test", *pki.selfsigned], "client-verify")
-    if not ctx.check(f"{tag}: fio_server echo with four certificates (SNI) starts",
-                     srv.wait_ready(0), excerpt(srv.text())):
-        return
+    started(ctx, tag, "fio_server echo with four certificates (SNI) starts", srv)
     port = str(srv.port)
 
     accepted = [0]
@@ -615,16 +608,13 @@ def test_verify(ctx, mode):
 
 
 @FULL
-def test_verify_s_server_tls12(ctx, mode):
+def test_verify_s_server_tls12(ctx, mode, pki):
     """The TLS 1.2 code path, and another server."""
-    pki = ctx.pki
     tag = f"[{mode}] verification vs openssl s_server -tls1_2"
     peer = start_peer(ctx, ["openssl", "s_server", "-accept", "127.0.0.1:{port}", "-tls1_2",
                             "-cert", pki.p("expired.test.pem"), "-cert_chain", pki.int_pem,
                             "-key", pki.expired[0], "-rev"], "s_server-expired", r"^ACCEPT$")
-    if not ctx.check(f"{tag}: s_server with the expired certificate starts", peer.ready,
-                     excerpt(peer.text())):
-        return
+    started(ctx, tag, "s_server with the expired certificate starts", peer)
     c = fio_client(ctx, mode, "--name", "expired.test", "--trust", pki.ca_pem,
                    "--payload", pki.ping, "--expect", "9", "raw", "127.0.0.1",
                    str(peer.port))
@@ -636,8 +626,7 @@ def test_verify_s_server_tls12(ctx, mode):
 
 
 @FULL
-def test_verify_python_names(ctx, mode):
-    pki = ctx.pki
+def test_verify_python_names(ctx, mode, pki):
     tag = f"[{mode}] verification vs Python ssl (a.test certificate)"
     srv = PyTls(pki.a[1], pki.a[0])
     c = fio_client(ctx, mode, "--name", "127.0.0.1", "--trust", pki.ca_pem,
@@ -653,13 +642,11 @@ def test_verify_python_names(ctx, mode):
 # mutual TLS
 # ---------------------------------------------------------------------------
 @FULL
-def test_mtls_http(ctx, mode):
-    pki = ctx.pki
+def test_mtls_http(ctx, mode, pki):
     tag = f"[{mode}] mutual TLS (fio_server --trust ca.pem)"
     srv = ctx.start(mode, ["--trust", pki.ca_pem, "certs", "{port}", "localhost",
                            *pki.localhost], "mtls-http")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
-        return
+    started(ctx, tag, "server starts", srv)
     port = srv.port
     ca = ["--cacert", pki.ca_pem]
     cases = (("no client certificate", [], False),
@@ -717,16 +704,9 @@ def test_mtls_http(ctx, mode):
 
 
 @FULL
-def test_mtls_echo(ctx, mode):
-    pki = ctx.pki
+def test_mtls_echo(ctx, mode, pki):
     tag = f"[{mode}] mutual TLS (fio_server --trust, echo)"
-    srv = ctx.start(mode, ["--trust", pki.ca_pem, "echo", "{port}", "localhost",
-                           *pki.localhost], "mtls-echo")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
-        return
-    c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
-                   "--cert", *pki.client, "--payload", pki.random_path,
-                   "--expect", str(len(pki.random_mb)), "raw", "127.0.0.1", str(srv.port))
+    srv, c = fio_server_round(ctx, mode, tag, "mtls-echo", "server starts", "mtls")
     ctx.check(f"{tag}: right CA: 1 MB random echoed byte-exact", c.data == pki.random_mb,
               f"got {len(c.data)} bytes\n" + c.detail())
     for what, cert in (("no client certificate", None),
@@ -745,13 +725,11 @@ def test_mtls_echo(ctx, mode):
 
 
 @FULL
-def test_mtls_system_store(ctx, mode):
-    pki = ctx.pki
+def test_mtls_system_store(ctx, mode, pki):
     tag = f"[{mode}] fio_server --trust system"
     srv = ctx.start(mode, ["--trust", "system", "certs", "{port}", "localhost",
                            *pki.localhost], "mtls-system")
-    if not ctx.check(f"{tag}: server starts", srv.wait_ready(0), excerpt(srv.text())):
-        return
+    started(ctx, tag, "server starts", srv)
     r = s_client(srv.port, "-servername", "localhost", "-CAfile", pki.ca_pem)
     ctx.check(f"{tag}: a certificate is requested, with no CA names",
               "No client certificate CA names sent" in r.text, excerpt(r.text))
@@ -766,10 +744,9 @@ def test_mtls_system_store(ctx, mode):
 @VERSIONS
 @pytest.mark.parametrize("what", ["certificate via the intermediate",
                                   "no client certificate"])
-def test_mtls_s_server(ctx, mode, version, what):
+def test_mtls_s_server(ctx, mode, version, what, pki):
     """Client certificates against another server, TLS 1.2 (where a refusal
     fails the client's own handshake) and TLS 1.3."""
-    pki = ctx.pki
     cert, ok = {"certificate via the intermediate": (pki.client, True),
                 "no client certificate": (None, False)}[what]
     tag = f"[{mode}] client certificate vs openssl s_server -Verify -tls{version}"
@@ -778,8 +755,7 @@ def test_mtls_s_server(ctx, mode, version, what):
                             "-cert_chain", pki.int_pem, "-key", pki.localhost[0],
                             "-Verify", "3", "-CAfile", pki.ca_pem, "-verify_return_error",
                             "-rev", "-naccept", "1"], "s_server-verify", r"^ACCEPT$")
-    if not ctx.check(f"{tag}: s_server starts ({what})", peer.ready, excerpt(peer.text())):
-        return
+    started(ctx, tag, f"s_server starts ({what})", peer)
     args = ["--cert", *cert] if cert else []
     c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem, *args,
                    "--payload", pki.ping, "--expect", "9", "raw", "127.0.0.1",
@@ -818,19 +794,12 @@ def test_hangup(ctx, mode):
 
 
 @SMOKE
-def test_smoke_mtls_echo(ctx, mode):
+def test_smoke_mtls_echo(ctx, mode, pki):
     """Other link modes: one verified mTLS round trip and one verification
     failure."""
-    pki = ctx.pki
     tag = f"[{mode}] client"
-    srv = ctx.start(mode, ["--trust", pki.ca_pem, "echo", "{port}", "localhost",
-                           *pki.localhost], "client-smoke")
-    if not ctx.check(f"{tag}: fio_server --trust echo starts", srv.wait_ready(0),
-                     excerpt(srv.text())):
-        return
-    c = fio_client(ctx, mode, "--name", "localhost", "--trust", pki.ca_pem,
-                   "--cert", *pki.client, "--payload", pki.random_path,
-                   "--expect", str(len(pki.random_mb)), "raw", "127.0.0.1", str(srv.port))
+    srv, c = fio_server_round(ctx, mode, tag, "client-smoke",
+                              "fio_server --trust echo starts", "mtls")
     ctx.check(f"{tag}: fio_tls_connect + fio_tls_trust + client certificate: "
               "1 MB echoed byte-exact", c.data == pki.random_mb
               and c.protos == [("echo", "client-udata")] and c.clean_exit(), c.detail())
@@ -848,17 +817,15 @@ def test_smoke_mtls_echo(ctx, mode):
 def test_smoke_http(ctx, mode):
     """Other link modes: one http_connect."""
     tag = f"[{mode}] client"
-    srv, c = http_big_from_fio_server(ctx, mode, tag, "client-smoke-http", "fio_server certs starts")
-    if not srv:
-        return
+    srv, c = fio_server_round(ctx, mode, tag, "client-smoke-http", "fio_server certs starts",
+                              "http")
     ctx.check(f"{tag}: http_connect with .tls gets 200 and the 1,000,000-byte body",
               c.status == 200 and c.data == BIG_BODY and c.clean_exit(), c.detail())
     check_clean_stop(ctx, tag, srv)
 
 
 @pytest.mark.parametrize("kind", ["http_connect", "fio_tls_connect"])
-def test_broken_link_mode(ctx, kind):
-    pki = ctx.pki
+def test_broken_link_mode(ctx, kind, pki):
     tag = "[broken: facil.io static + libfio_tls shared] fio_client"
     srv = ctx.start("static", ["certs", "{port}", "localhost", *pki.localhost], "broken-target")
     args = {"http_connect": ["http", f"http://127.0.0.1:{srv.port}/"],
