@@ -59,6 +59,21 @@ def start(ctx, pebble, cache, names=NAMES, env=None, label="acme"):
                        env=acme_env, port=pebble.tls01)
 
 
+@pytest.fixture
+def pebble(ctx, tools):
+    """A running pebble + challtestsrv; its tlsPort is the test server's."""
+    p = Pebble(ctx, tls_port=free_port())
+    if not p.ready():
+        pytest.fail(f"pebble and challtestsrv do not start:\n{excerpt(p.log())}")
+    return p
+
+
+@pytest.fixture
+def cache(ctx):
+    """The FIO_TLS_ACME_DIR of the test (made by the library)."""
+    return os.path.join(ctx.tmp, "cache")
+
+
 def cached_der(cache, name):
     try:
         with open(os.path.join(cache, "certs", f"{name}.crt")) as f:
@@ -114,12 +129,8 @@ def check_acme_alpn_refused(ctx, tag, port, name):
 
 
 @pytest.mark.facil
-def test_two_names_four_workers_then_restart_serves_the_cache(ctx, tools):
+def test_two_names_four_workers_then_restart_serves_the_cache(ctx, pebble, cache):
     tag = "[static] acme, 2 names, 4 workers"
-    pebble = Pebble(ctx, tls_port=free_port())
-    if not ctx.check(f"{tag}: pebble and challtestsrv run", pebble.ready(), excerpt(pebble.log())):
-        return
-    cache = os.path.join(ctx.tmp, "cache")
     srv, root, workers = start(ctx, pebble, cache)
     if not root:
         return
@@ -155,13 +166,9 @@ def test_two_names_four_workers_then_restart_serves_the_cache(ctx, tools):
 
 
 @pytest.mark.facil
-def test_renewal_is_served_by_every_worker_while_keepalive_connections_stay_open(ctx, tools):
+def test_renewal_is_served_by_every_worker_while_keepalive_connections_stay_open(ctx, pebble, cache):
     tag = "[static] acme renewal"
     renew_after = 12
-    pebble = Pebble(ctx, tls_port=free_port())
-    if not ctx.check(f"{tag}: pebble and challtestsrv run", pebble.ready(), excerpt(pebble.log())):
-        return
-    cache = os.path.join(ctx.tmp, "cache")
     name = NAMES[0]
     srv, root, workers = start(ctx, pebble, cache, names=(name,),
                                env={"FIO_TLS_ACME_TEST_RENEW_AFTER": str(renew_after)})
@@ -195,10 +202,9 @@ def test_renewal_is_served_by_every_worker_while_keepalive_connections_stay_open
 
 
 @pytest.mark.facil
-def test_pebble_down_serving_goes_on_with_back_off_then_issues(ctx, tools):
+def test_pebble_down_serving_goes_on_with_back_off_then_issues(ctx, tools, cache):
     tag = "[static] acme, CA down"
     pebble = Pebble(ctx, tls_port=free_port(), start=False)
-    cache = os.path.join(ctx.tmp, "cache")
     name = NAMES[0]
     srv, root, workers = start(ctx, pebble, cache, names=(name,))
     if not root:
@@ -227,15 +233,11 @@ def test_pebble_down_serving_goes_on_with_back_off_then_issues(ctx, tools):
 
 
 @pytest.mark.facil
-def test_a_challenge_failure_warns_with_the_problem_and_spares_the_other_name(ctx, tools):
+def test_a_challenge_failure_warns_with_the_problem_and_spares_the_other_name(ctx, pebble, cache):
     tag = "[static] acme, challenge failure"
-    pebble = Pebble(ctx, tls_port=free_port())
-    if not ctx.check(f"{tag}: pebble and challtestsrv run", pebble.ready(), excerpt(pebble.log())):
-        return
     bad, good = NAMES
     # nothing listens on 127.0.0.2 at the server's port: the VA fails
     ctx.check(f"{tag}: challtestsrv answers 127.0.0.2 for {bad}", pebble.add_a(bad, ["127.0.0.2"]))
-    cache = os.path.join(ctx.tmp, "cache")
     srv, root, workers = start(ctx, pebble, cache)
     if not root:
         return

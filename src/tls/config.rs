@@ -1597,6 +1597,18 @@ mod tests {
 
     /// A handshake against `built` with SNI `sni`: the chain the client saw.
     fn served(built: &Built<u8>, sni: Option<&str>) -> Vec<X509> {
+        let (server, client) = handshake_alpn(built, sni, None);
+        server.unwrap();
+        client.unwrap_or_else(|| panic!("client handshake failed")).0
+    }
+
+    /// What the client of [`handshake_alpn`] got: the chain and the
+    /// protocol selected.
+    type ClientView = Option<(Vec<X509>, Option<Vec<u8>>)>;
+
+    /// A handshake for `sni` offering `alpn` (a wire list): the server's
+    /// result and what the client got.
+    fn handshake_alpn(built: &Built<u8>, sni: Option<&str>, alpn: Option<&[u8]>) -> (Result<(), String>, ClientView) {
         let (s, c) = UnixStream::pair().unwrap();
         let server_ctx = built.server.clone();
         let server = std::thread::spawn(move || {
@@ -1605,30 +1617,13 @@ mod tests {
         });
         let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
         b.set_verify(SslVerifyMode::NONE);
-        let client_ctx = b.build();
-        let mut ssl = Ssl::new(&client_ctx).unwrap();
+        if let Some(alpn) = alpn {
+            b.set_alpn_protos(alpn).unwrap();
+        }
+        let mut ssl = Ssl::new(&b.build()).unwrap();
         if let Some(n) = sni {
             ssl.set_hostname(n).unwrap();
         }
-        let stream = ssl.connect(c).unwrap_or_else(|e| panic!("client handshake: {e}"));
-        server.join().unwrap().unwrap();
-        stream.ssl().peer_cert_chain().unwrap().iter().map(|c| c.to_owned()).collect()
-    }
-
-    /// A handshake offering `alpn` for `sni`: the server's result, the
-    /// chain the client got and the protocol selected.
-    fn handshake_alpn(built: &Built<u8>, sni: &str, alpn: &[u8]) -> (Result<(), String>, Option<(Vec<X509>, Option<Vec<u8>>)>) {
-        let (s, c) = UnixStream::pair().unwrap();
-        let server_ctx = built.server.clone();
-        let server = std::thread::spawn(move || {
-            let ssl = Ssl::new(&server_ctx).unwrap();
-            ssl.accept(s).map(|_| ()).map_err(|e| e.to_string())
-        });
-        let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        b.set_alpn_protos(alpn).unwrap();
-        let mut ssl = Ssl::new(&b.build()).unwrap();
-        ssl.set_hostname(sni).unwrap();
         let client = ssl.connect(c).ok().map(|stream| {
             let chain = stream.ssl().peer_cert_chain().unwrap().iter().map(|c| c.to_owned()).collect();
             (chain, stream.ssl().selected_alpn_protocol().map(<[u8]>::to_vec))
@@ -1650,17 +1645,17 @@ mod tests {
         let built = cfg.build().unwrap();
         let acme_only = b"\x0aacme-tls/1";
         // pending: the challenge certificate, acme-tls/1 selected
-        let (server, client) = handshake_alpn(&built, "pending.test", acme_only);
+        let (server, client) = handshake_alpn(&built, Some("pending.test"), Some(acme_only));
         server.unwrap();
         let (chain, alpn) = client.expect("handshake done");
         assert_eq!(chain[0].to_der().unwrap(), ch.cert.to_der().unwrap());
         assert_eq!(alpn.as_deref(), Some(&b"acme-tls/1"[..]));
         // no challenge for this name: handshake failure, not the application
-        let (server, client) = handshake_alpn(&built, "other.test", acme_only);
+        let (server, client) = handshake_alpn(&built, Some("other.test"), Some(acme_only));
         assert!(client.is_none());
         assert!(server.unwrap_err().to_lowercase().contains("callback"), "ClientHello callback refused it");
         // an ordinary ClientHello for the pending name is unaffected
-        let (server, client) = handshake_alpn(&built, "pending.test", b"\x08http/1.1");
+        let (server, client) = handshake_alpn(&built, Some("pending.test"), Some(b"\x08http/1.1"));
         server.unwrap();
         let (chain, alpn) = client.unwrap();
         assert_ne!(chain[0].to_der().unwrap(), ch.cert.to_der().unwrap());
