@@ -23,9 +23,13 @@ What is tested:
   * a challenge failure for one name (challtestsrv answers a wrong address):
     a WARNING with pebble's problem type and detail; the other name is
     issued;
+  * a pending challenge (the cache's challenge file) is answered by
+    whichever worker accepts, with ALPN acme-tls/1 and the connection ends without the
+    application;
   * without ACME: a ClientHello offering acme-tls/1 gets a handshake
     failure, not the application.
 """
+import hashlib
 import os
 import re
 import ssl
@@ -253,6 +257,60 @@ def test_a_challenge_failure_warns_with_the_problem_and_spares_the_other_name(ct
     ctx.check(f"{tag}: {bad} is not issued and has no certificate in the cache",
               cached_der(cache, bad) is None and "issued" not in
               "".join(l for l in srv.text().splitlines() if bad in l), excerpt(srv.text()))
+    check_stop(ctx, tag, srv)
+
+
+def write_challenge(ctx, cache, name, digest):
+    """What the client writes for a pending name: challenges/<name>.pem
+    with a key and an RFC 8737 challenge certificate (made here by the
+    openssl command)."""
+    d = os.path.join(cache, "challenges")
+    os.makedirs(d, exist_ok=True)
+    key, cert = os.path.join(ctx.tmp, "ch.key"), os.path.join(ctx.tmp, "ch.pem")
+    ctx.pki.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=challenge",
+                 "-addext", f"subjectAltName=DNS:{name}",
+                 "-addext", "1.3.6.1.5.5.7.1.31=critical,DER:0420" + digest.hex())
+    with open(os.path.join(d, f"{name}.pem"), "wb") as out:
+        out.write(open(key, "rb").read() + open(cert, "rb").read())
+    return pem_der(open(cert).read())
+
+
+@pytest.mark.facil
+def test_a_pending_challenge_is_answered_by_whichever_worker_and_closed_without_the_application(
+        ctx, cache):
+    """A challenge file in the cache (as the client writes it) is served by
+    whichever worker accepts an acme-tls/1 ClientHello; the connection ends
+    after the handshake and no request on it reaches the application. The
+    CA is unreachable here: serving goes on regardless."""
+    tag = "[static] acme responder"
+    name = "c.acme.test"
+    srv, root, workers = start_renew(
+        ctx, "acme-responder", [], RELOAD, mode=["acme", str(WORKERS), name],
+        env={"FIO_TLS_ACME_DIRECTORY": f"https://127.0.0.1:{free_port()}/dir",
+             "FIO_TLS_ACME_DIR": cache})
+    if not root:
+        return
+    want = write_challenge(ctx, cache, name, hashlib.sha256(b"token.thumbprint").digest())
+    served, answered, alpn = set(), [], []
+    for _ in range(12):
+        r = s_client(srv.port, "-servername", name, "-alpn", "acme-tls/1", "-showcerts",
+                     input=f"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
+        m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.text, re.S)
+        served.add(pem_der(m.group(0)) if m else None)
+        alpn.append("ALPN protocol: acme-tls/1" in r.text)
+        answered += ["pid=" in r.text]
+    ctx.check(f"{tag}: 12 acme-tls/1 handshakes get the challenge certificate and ALPN acme-tls/1",
+              served == {want} and all(alpn), excerpt(r.text))
+    ctx.check(f"{tag}: no request on them reaches the application", not any(answered),
+              excerpt(r.text))
+    pid, der = probe(srv.port, name)
+    ctx.check(f"{tag}: an ordinary ClientHello for the name gets its own certificate",
+              pid in workers and der != want)
+    others = [l for l in srv.text().splitlines()
+              if re.match(r"(WARNING|ERROR): ", l) and not l.startswith("WARNING: fio_tls: ACME:")]
+    ctx.check(f"{tag}: the validation connections leave no WARNING (only the unreachable "
+              f"CA's)", not others, "\n".join(others))
     check_stop(ctx, tag, srv)
 
 
