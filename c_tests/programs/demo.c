@@ -50,10 +50,10 @@ int main(int argc, char **argv) {
     fio_tls_destroy(tls);
     return 1;
   }
-  printf("HTTPS demo listening on %s:%s (certificate for %s: self-signed, "
-         "or from the ACME CA once issued). Try:\n"
-         "  curl -k --resolve %s:%s:%s https://%s:%s/\n",
-         address, port, name, name, port, address, name, port);
+  printf("HTTPS demo listening on %s:%s (self-signed certificate for %s, or "
+         "the ACME CA's once issued). Try:\n"
+         "  curl -k https://%s:%s/\n",
+         address, port, name, name, port);
   fflush(stdout);
   fio_start(.threads = 1, .workers = 1);
   fio_tls_destroy(tls);

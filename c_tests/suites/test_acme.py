@@ -26,12 +26,15 @@ What is tested:
   * a pending challenge (the cache's challenge file) is answered by
     whichever worker accepts, with ALPN acme-tls/1 and the connection ends without the
     application;
+  * the election: SIGKILL of the process that talks to the CA lets
+    another worker take over;
   * without ACME: a ClientHello offering acme-tls/1 gets a handshake
     failure, not the application.
 """
 import hashlib
 import os
 import re
+import signal
 import ssl
 import time
 
@@ -312,6 +315,37 @@ def test_a_pending_challenge_is_answered_by_whichever_worker_and_closed_without_
     ctx.check(f"{tag}: the validation connections leave no WARNING (only the unreachable "
               f"CA's)", not others, "\n".join(others))
     check_stop(ctx, tag, srv)
+
+
+@pytest.mark.facil
+def test_another_worker_takes_over_when_the_client_process_dies(ctx, cache):
+    """The election lock frees with its process: after SIGKILL of the worker
+    that talks to the CA, another worker (or its respawned successor) takes
+    over at its next watch pass. The CA is unreachable here (no pebble
+    needed): what is looked at is who talks."""
+    tag = "[static] acme election"
+    srv, root, workers = start_renew(
+        ctx, "acme-election", [], RELOAD, mode=["acme", str(WORKERS), NAMES[0]],
+        env={"FIO_TLS_ACME_DIRECTORY": f"https://127.0.0.1:{free_port()}/dir",
+             "FIO_TLS_ACME_DIR": cache})
+    if not root:
+        return
+    first = srv.wait_for(r"ACME: process (\d+) talks to", 10)
+    if not ctx.check(f"{tag}: one worker talks to the CA", first and int(first.group(1)) in workers,
+                     excerpt(srv.text())):
+        return
+    os.kill(int(first.group(1)), signal.SIGKILL)
+    deadline = time.monotonic() + 5 * RELOAD + 5
+    talkers = []
+    while time.monotonic() < deadline:
+        talkers = re.findall(r"ACME: process (\d+) talks to", srv.text())
+        if len(talkers) >= 2:
+            break
+        time.sleep(0.1)
+    ctx.check(f"{tag}: after SIGKILL of {first.group(1)} exactly one other process takes over",
+              len(talkers) == 2 and talkers[1] != talkers[0] and int(talkers[1]) != root,
+              excerpt(srv.text()))
+    srv.stop()
 
 
 @pytest.mark.facil

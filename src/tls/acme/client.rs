@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 const JOSE: &str = "application/jose+json";
 const BAD_NONCE: &str = "urn:ietf:params:acme:error:badNonce";
+/// Attempts of one request while the CA answers badNonce (a CA may reject
+/// a fraction of good nonces on purpose, as pebble does).
+const NONCE_ATTEMPTS: usize = 10;
 /// How long an authorization or an order may stay in processing.
 const POLL_LIMIT: Duration = Duration::from_secs(90);
 
@@ -83,8 +86,9 @@ pub struct Session {
     /// The account URL, once newAccount answered.
     kid: Option<String>,
     nonce: Option<String>,
-    /// What the last requests cost, for tests: (newAccount, newOrder).
-    pub counts: (usize, usize),
+    /// What the requests so far cost, for tests: (newAccount, newOrder,
+    /// badNonce answers retried).
+    pub counts: (usize, usize, usize),
 }
 
 /// A CSR for `name` (the only subjectAltName) signed with `key`, DER.
@@ -118,7 +122,7 @@ impl Session {
             key,
             kid: None,
             nonce: None,
-            counts: (0, 0),
+            counts: (0, 0, 0),
         })
     }
 
@@ -136,7 +140,7 @@ impl Session {
 
     /// A signed POST (`payload` `None`: POST-as-GET). A badNonce problem is
     /// retried with the nonce that came with it (RFC 8555 section 6.5),
-    /// three times at most; other problems are returned.
+    /// up to [`NONCE_ATTEMPTS`] attempts in all; other problems are returned.
     pub fn post(&mut self, url: &str, payload: Option<&Value>) -> Result<Response, AcmeError> {
         let mut attempt = 0;
         loop {
@@ -150,7 +154,10 @@ impl Session {
             }
             let p = json_of(&r).map(|v| problem(&v, r.status))?;
             match &p {
-                AcmeError::Problem { kind, .. } if kind == BAD_NONCE && attempt < 4 => continue,
+                AcmeError::Problem { kind, .. } if kind == BAD_NONCE && attempt < NONCE_ATTEMPTS => {
+                    self.counts.2 += 1;
+                    continue;
+                }
                 _ => return Err(p),
             }
         }
@@ -265,6 +272,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::x509::X509;
 
     #[test]
     fn the_csr_names_only_the_name_and_is_signed_by_the_key() {
@@ -274,6 +282,110 @@ mod tests {
         assert!(req.verify(&key).unwrap());
         let text = String::from_utf8(req.to_text().unwrap()).unwrap();
         assert!(text.contains("DNS:a.test"), "{text}");
+    }
+
+    /// Debian's pebble on loopback ports, with its HTTPS certificate from a
+    /// CA made here; killed when dropped.
+    struct Pebble {
+        child: std::process::Child,
+        directory: String,
+        ca_file: String,
+        _dir: crate::tls::testutil::TempDir,
+    }
+
+    impl Drop for Pebble {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// pebble with every authorization valid (PEBBLE_VA_ALWAYS_VALID: this
+    /// tests the protocol, test_acme.py the TLS-ALPN-01 validation) and 30 %
+    /// of good nonces refused (PEBBLE_WFE_NONCEREJECT), so that badNonce
+    /// retries happen.
+    fn pebble() -> Pebble {
+        use crate::tls::testutil::{cert, key, TempDir, Usage};
+        let bin = "/usr/bin/pebble";
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: install Debian's pebble package (.ci/run does)"
+        );
+        let dir = TempDir::new("pebble");
+        let (ca_key, leaf_key) = (key(), key());
+        let ca = cert(&ca_key, "pebble test CA", &[], Usage::Ca, None);
+        let leaf = cert(&leaf_key, "pebble", &["127.0.0.1"], Usage::Server, Some((&ca, &ca_key)));
+        let ca_file = dir.file("ca.pem", &ca.to_pem().unwrap());
+        let cert_file = dir.file("pebble.pem", &leaf.to_pem().unwrap());
+        let key_file = dir.file("pebble.key", &leaf_key.private_key_to_pem_pkcs8().unwrap());
+        let (port, mgmt) = (free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": cert_file, "privateKey": key_file,
+            "httpPort": free_port(), "tlsPort": free_port(),
+            "ocspResponderURL": "", "externalAccountBindingRequired": false}});
+        let config_file = dir.file("pebble.json", config.to_string().as_bytes());
+        let child = std::process::Command::new(bin)
+            .args(["-config", &config_file])
+            .env("PEBBLE_VA_ALWAYS_VALID", "1")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "30")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Pebble { child, directory: format!("https://127.0.0.1:{port}/dir"), ca_file, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pebble did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    #[test]
+    fn a_session_gets_certificates_from_a_real_pebble_through_bad_nonces() {
+        let p = pebble();
+        // the CA file is required: pebble's HTTPS is from our CA
+        let no_trust = Session::open(&p.directory, None, AccountKey::generate().unwrap());
+        assert!(matches!(no_trust, Err(AcmeError::Transport(_))), "{:?}", no_trust.err());
+        let mut s = Session::open(&p.directory, Some(&p.ca_file), AccountKey::generate().unwrap()).unwrap();
+        s.account(Some("admin@a.test")).unwrap();
+        for name in ["one.acme.test", "two.acme.test"] {
+            let key = crate::tls::testutil::key();
+            let (mut published, mut withdrawn) = (Vec::new(), 0);
+            let chain = s
+                .issue(
+                    name,
+                    &key,
+                    &mut |d| {
+                        published.push(*d);
+                        Ok(())
+                    },
+                    &mut || withdrawn += 1,
+                )
+                .unwrap();
+            let certs = X509::stack_from_pem(&chain).unwrap();
+            assert!(certs.len() >= 2, "leaf and intermediate");
+            assert!(certs[0].public_key().unwrap().public_eq(&key));
+            let sans: Vec<_> = certs[0].subject_alt_names().unwrap().iter().filter_map(|g| g.dnsname().map(str::to_string)).collect();
+            assert_eq!(sans, vec![name.to_string()]);
+            // pebble may reuse a valid authorization; when it did not, the
+            // digest was published and withdrawn once
+            assert_eq!(published.len(), withdrawn);
+            assert!(published.len() <= 1);
+        }
+        assert_eq!((s.counts.0, s.counts.1), (1, 2), "one account, one order per name");
+        assert!(s.counts.2 > 0, "pebble refused 30 % of the nonces: some badNonce answers were retried");
+        // the same key finds the same account (no second one)
+        let kid = s.kid.clone();
+        s.account(None).unwrap();
+        assert_eq!(s.kid, kid);
     }
 
     #[test]

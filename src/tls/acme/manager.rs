@@ -207,10 +207,6 @@ impl Manager {
         }
     }
 
-    /// What the session sent so far: (newAccount, newOrder) requests.
-    pub fn counts(&self) -> (usize, usize) {
-        self.session.as_ref().map_or((0, 0), |s| s.counts)
-    }
 }
 
 /// The client thread's body: [`Manager::step`] once a second, forever.
