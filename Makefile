@@ -23,6 +23,8 @@
 #   make install         PREFIX=/usr/local DESTDIR= LIBDIR= INCLUDEDIR=
 #                        (debug info stripped; INSTALL_STRIP=0 keeps it)
 #   make demo            HTTPS hello server on DEMO_PORT (default 4443)
+#   make demo ACME=pebble  the same, its certificate from a local pebble
+#                        (ACME TLS-ALPN-01; Debian packages pebble, curl)
 #   make clean
 #
 # facil.io is never built here: point these at an existing 0.7.0.beta4 build.
@@ -389,7 +391,11 @@ demo:
 	@echo "demo needs a facil.io 0.7.0.beta4 build: set FACIL_IO_DIR, FACIL_IO_STATIC, FACIL_IO_SHARED" >&2; exit 1
 else
 demo: all $(CT)/static/demo
+ifeq ($(ACME),pebble)
+	$(PYTHON) c_tests/acme_demo.py $(CT)/static/demo $(DEMO_PORT)
+else
 	$(CT)/static/demo $(DEMO_PORT)
+endif
 endif
 
 # ---------------------------------------------------------------------------

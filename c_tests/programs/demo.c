@@ -4,8 +4,10 @@
  *   demo [PORT [ADDRESS]]
  *
  * PORT defaults to $DEMO_PORT, then 4443; ADDRESS defaults to 127.0.0.1.
- * The certificate is generated in-process (self-signed for "localhost"),
- * so a client has to skip verification: curl -k. Stop it with Ctrl-C.
+ * The server name is $DEMO_NAME, else "localhost". The certificate is
+ * generated in-process (self-signed), so a client has to skip
+ * verification: curl -k; with FIO_TLS_ACME_DIRECTORY set it comes from
+ * that ACME CA instead (`make demo ACME=pebble`). Stop it with Ctrl-C.
  *
  * It only ever names fio_tls_new and fio_tls_destroy, which makes it the
  * test (in suites/test_server.py) that a static link still picks up every TLS
@@ -32,10 +34,13 @@ static void on_request(http_s *h) {
 int main(int argc, char **argv) {
   const char *port = argc > 1 ? argv[1] : getenv("DEMO_PORT");
   const char *address = argc > 2 ? argv[2] : "127.0.0.1";
+  const char *name = getenv("DEMO_NAME");
   if (!port || !*port)
     port = "4443";
+  if (!name || !*name)
+    name = "localhost";
 
-  fio_tls_s *tls = fio_tls_new("localhost", NULL, NULL);
+  fio_tls_s *tls = fio_tls_new(name, NULL, NULL);
   if (!tls) {
     fprintf(stderr, "demo: could not create the TLS object\n");
     return 1;
@@ -45,10 +50,10 @@ int main(int argc, char **argv) {
     fio_tls_destroy(tls);
     return 1;
   }
-  printf("HTTPS demo listening on %s:%s (self-signed certificate for "
-         "localhost). Try:\n"
-         "  curl -k https://localhost:%s/\n",
-         address, port, port);
+  printf("HTTPS demo listening on %s:%s (self-signed certificate for %s, or "
+         "the ACME CA's once issued). Try:\n"
+         "  curl -k https://%s:%s/\n",
+         address, port, name, name, port);
   fflush(stdout);
   fio_start(.threads = 1, .workers = 1);
   fio_tls_destroy(tls);

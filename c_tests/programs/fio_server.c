@@ -80,6 +80,11 @@
  *       "ROOT <pid>" before fio_start and "WORKER <pid>" as each worker
  *       starts (the root of a multi-worker run serves no connection).
  *       Start it in a session of its own: facil.io signals its process group.
+ *   acme PORT WORKERS NAME [NAME]...
+ *       the ACME tests (c_tests/suites/test_acme.py): fio_tls_new(NAME,
+ *       NULL, NULL) and fio_tls_cert_add(tls, NAME, NULL, NULL) for each
+ *       further name (certificates from the CA of FIO_TLS_ACME_DIRECTORY),
+ *       WORKERS worker processes, the answers of "renew".
  *
  * The other HTTP modes answer: GET /big with 1,000,000 bytes ("%09u\n" lines
  * 0..99999), a POST with "received N bytes fnv1a=XXXXXXXX\n", anything else
@@ -1003,14 +1008,9 @@ static void renew_print_worker(void *ignored) {
   printf("WORKER %d\n", (int)getpid());
 }
 
-/* a: WORKERS NAME KEY CERT [NAME KEY CERT]... (n = 1 + 3k, k >= 1) */
-static int start_renew(char **a, int n) {
-  workers = atoi(a[0]);
-  if (workers < 1 || !HAVE_RELOAD())
-    return -1;
-  renew_tls = fio_tls_new(a[1], a[2], a[3]);
-  for (int k = 4; renew_tls && k < n; k += 3)
-    fio_tls_cert_add(renew_tls, a[k], a[k + 1], a[k + 2]);
+/* http_listen over renew_tls (NULL: fails) with the renew answers; prints
+ * ROOT now and WORKER as each worker starts (modes renew and acme) */
+static int renew_listen(void) {
   if (!renew_tls)
     return -1;
   if (http_listen(listen_port, "127.0.0.1", .on_request = on_renew_request,
@@ -1022,14 +1022,44 @@ static int start_renew(char **a, int n) {
     return -1;
   }
   http_tls = renew_tls; /* destroyed after fio_start returns */
+  fio_state_callback_add(FIO_CALL_ON_START, renew_print_worker, NULL);
+  printf("ROOT %d\n", (int)getpid());
+  return 0;
+}
+
+/* a: WORKERS NAME KEY CERT [NAME KEY CERT]... (n = 1 + 3k, k >= 1) */
+static int start_renew(char **a, int n) {
+  workers = atoi(a[0]);
+  if (workers < 1 || !HAVE_RELOAD())
+    return -1;
+  renew_tls = fio_tls_new(a[1], a[2], a[3]);
+  for (int k = 4; renew_tls && k < n; k += 3)
+    fio_tls_cert_add(renew_tls, a[k], a[k + 1], a[k + 2]);
+  if (renew_listen())
+    return -1;
   struct sigaction act = {.sa_handler = renew_on_sighup, .sa_flags = SA_RESTART};
   sigemptyset(&act.sa_mask);
   sigaction(SIGHUP, &act, NULL);
   /* made before fio_start: every forked worker inherits the timer */
   fio_run_every(50, 0, renew_poll_sighup, NULL, NULL);
-  fio_state_callback_add(FIO_CALL_ON_START, renew_print_worker, NULL);
-  printf("ROOT %d\n", (int)getpid());
   return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Automatic certificates (mode acme): names with NULL files, multi-worker,
+ * the renew mode's pid answers (c_tests/suites/test_acme.py; the ACME
+ * settings come from the FIO_TLS_ACME_* environment)
+ * ------------------------------------------------------------------------ */
+
+/* a: WORKERS NAME [NAME]... */
+static int start_acme(char **a, int n) {
+  workers = atoi(a[0]);
+  if (workers < 1)
+    return -1;
+  renew_tls = fio_tls_new(a[1], NULL, NULL);
+  for (int k = 2; renew_tls && k < n; ++k)
+    fio_tls_cert_add(renew_tls, a[k], NULL, NULL);
+  return renew_listen();
 }
 
 /* ---------------------------------------------------------------------------
@@ -1112,7 +1142,8 @@ static int usage(const char *prog) {
           "DIRECTORY MISSING\n"
           "       scale PORT DIR COUNT\n"
           "       bench PORT [KEY CERT] (-f FILE: the file of GET /1m-file)\n"
-          "       renew PORT WORKERS NAME KEY CERT [NAME KEY CERT]...\n",
+          "       renew PORT WORKERS NAME KEY CERT [NAME KEY CERT]...\n"
+          "       acme PORT WORKERS NAME [NAME]...\n",
           prog);
   return 2;
 }
@@ -1181,6 +1212,8 @@ int main(int argc, char **argv) {
     rc = start_bench(rest, nrest);
   } else if (!strcmp(mode, "renew") && nrest >= 4 && (nrest - 1) % 3 == 0) {
     rc = start_renew(rest, nrest);
+  } else if (!strcmp(mode, "acme") && nrest >= 2) {
+    rc = start_acme(rest, nrest);
   } else {
     return usage(argv[0]);
   }

@@ -49,7 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fiotest.proc import excerpt, free_port, run
+from fiotest.acme import Pebble, missing_tools
+from fiotest.proc import excerpt, run
 
 WORKERS, THREADS = 4, 2
 RELOAD_SECONDS = 2  # FIO_TLS_RELOAD_SECONDS of the watching tests
@@ -400,16 +401,19 @@ class Load(threading.Thread):
 # ---------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------
-def start_renew(ctx, label, certs, reload_seconds, level=None):
+def start_renew(ctx, label, certs, reload_seconds, level=None, mode=None, env=None, port=None):
     """fio_server renew with `certs` [(name, key, cert)...] in a session of
-    its own. Returns (server, root pid, [worker pids]) or (server, None, [])."""
+    its own (or `mode`: another mode's arguments after the port, such as
+    ["acme", "4", "a.test"]; `env`: more environment; `port`: a fixed port).
+    Returns (server, root pid, [worker pids]) or (server, None, [])."""
     argv = [ctx.binary("static", "fio_server"), "-t", str(THREADS)]
     if level is not None:
         argv += ["-l", str(level)]
-    argv += ["renew", "{port}", str(WORKERS)] + [x for c in certs for x in c]
-    env = ctx.env("static", {"FIO_TLS_RELOAD_SECONDS": str(reload_seconds)})
+    mode = mode or ["renew", str(WORKERS)] + [x for c in certs for x in c]
+    argv += [mode[0], "{port}", *mode[1:]]
+    env = ctx.env("static", {"FIO_TLS_RELOAD_SECONDS": str(reload_seconds), **(env or {})})
     for _ in range(3):
-        srv = ctx.server(argv, f"static-{label}", env=env, new_session=True)
+        srv = ctx.server(argv, f"static-{label}", env=env, new_session=True, port=port)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and srv.alive():
             text = srv.text()
@@ -424,7 +428,7 @@ def start_renew(ctx, label, certs, reload_seconds, level=None):
         srv.stop()
         if "Address already in use" not in srv.text():
             break
-    ctx.check(f"[{label}] fio_server renew starts {WORKERS} workers", False, excerpt(srv.text()))
+    ctx.check(f"[{label}] fio_server {mode[0]} starts {WORKERS} workers", False, excerpt(srv.text()))
     return srv, None, []
 
 
@@ -654,68 +658,20 @@ def test_connections_stay_open_across_three_renewals_in_every_worker(ctx, counts
 DOMAIN = "renew.fio-tls.test"
 
 
-class Acme:
-    """pebble-challtestsrv (DNS: every name is 127.0.0.1) and pebble (the
-    ACME server) on loopback ports, and certbot pointed at them with its
-    directories under the test's tmp dir."""
+class Acme(Pebble):
+    """pebble and pebble-challtestsrv (fiotest.acme), and certbot pointed at
+    them with its directories under the test's tmp dir."""
 
     def __init__(self, ctx):
-        self.ctx = ctx
+        super().__init__(ctx, env={"PEBBLE_WFE_NONCEREJECT": "0"})
         d = os.path.join(ctx.tmp, "acme")
         os.makedirs(d)
-        self.dns, self.chall_mgmt, self.acme, self.mgmt, self.http01, self.tls01 = (
-            free_port() for _ in range(6))
-        # pebble's own HTTPS certificate, from the test PKI (Debian's pebble
-        # ships no test certificates); certbot trusts the test root
-        pki = ctx.pki
-        key, csr, pem = (os.path.join(d, f) for f in ("pebble.key", "pebble.csr", "pebble.pem"))
-        pki.key(key, "ec")
-        pki.ossl("req", "-new", "-key", key, "-subj", "/CN=pebble", "-out", csr)
-        pki.sign(csr, pki.int_pem, pki.int_key, pem, [
-            "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
-            "extendedKeyUsage=serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        chain = os.path.join(d, "pebble-chain.pem")
-        with open(chain, "w") as out:
-            out.write(open(pem).read() + open(pki.int_pem).read())
-        config = os.path.join(d, "pebble.json")
-        with open(config, "w") as f:
-            f.write('{"pebble": {"listenAddress": "127.0.0.1:%d", "managementListenAddress": '
-                    '"127.0.0.1:%d", "certificate": "%s", "privateKey": "%s", "httpPort": %d, '
-                    '"tlsPort": %d, "ocspResponderURL": "", "externalAccountBindingRequired": false}}'
-                    % (self.acme, self.mgmt, chain, key, self.http01, self.tls01))
-        self.chall = ctx.server(
-            ["pebble-challtestsrv", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-             "-dns01", f"127.0.0.1:{self.dns}", "-http01", "", "-https01", "", "-tlsalpn01", "",
-             "-management", f"127.0.0.1:{self.chall_mgmt}"], "challtestsrv", kind="peer",
-            port=self.dns)
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
-        self.pebble = ctx.server(["pebble", "-config", config, "-dnsserver",
-                                  f"127.0.0.1:{self.dns}"], "pebble", env=env, kind="peer",
-                                 port=self.acme)
         self.etc = os.path.join(d, "letsencrypt")
         self.dirs = ["--config-dir", self.etc, "--work-dir", os.path.join(d, "work"),
                      "--logs-dir", os.path.join(d, "logs")]
-        self.env = dict(os.environ, REQUESTS_CA_BUNDLE=pki.ca_pem)
+        # certbot trusts the test root (pebble's HTTPS certificate)
+        self.env = dict(os.environ, REQUESTS_CA_BUNDLE=ctx.pki.ca_pem)
         self.live = os.path.join(self.etc, "live", DOMAIN)
-
-    def ready(self, timeout=15):
-        c = ssl.create_default_context(cafile=self.ctx.pki.ca_pem)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not (self.pebble.alive() and self.chall.alive()):
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.dns), timeout=1):
-                    pass
-                with socket.create_connection(("127.0.0.1", self.acme), timeout=2) as raw:
-                    with c.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                        s.sendall(b"GET /dir HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                        if s.recv(100).startswith(b"HTTP/1.0 200"):
-                            return True
-            except (OSError, ssl.SSLError):
-                pass
-            time.sleep(0.2)
-        return False
 
     def certbot(self, *args):
         """certbot with our directories; HTTP-01 answered by its standalone
@@ -726,7 +682,7 @@ class Acme:
     def issue(self):
         return self.certbot("certonly", "--standalone", "--http-01-address", "127.0.0.1",
                             "--http-01-port", str(self.http01), "-d", DOMAIN,
-                            "--server", f"https://127.0.0.1:{self.acme}/dir", "--agree-tos",
+                            "--server", self.directory, "--agree-tos",
                             "--register-unsafely-without-email")
 
     def renew(self, *extra):
@@ -748,9 +704,8 @@ def test_certbot_renews_against_pebble_while_the_server_runs(ctx, recipe):
     do), or with watching off through `--deploy-hook 'kill -HUP <root>'`
     (the SIGHUP recipe) at once. A keep-alive connection and a websocket
     stay open across the renewal."""
-    for tool in ("certbot", "pebble", "pebble-challtestsrv"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} is not installed (Debian packages certbot, pebble; .ci/run installs them)")
+    for tool in missing_tools(("certbot",)):
+        pytest.skip(f"{tool} is not installed (Debian packages certbot, pebble; .ci/run installs them)")
     tag = f"[static] certbot + pebble, {recipe}"
     acme = Acme(ctx)
     if not ctx.check(f"{tag}: pebble and pebble-challtestsrv run on loopback", acme.ready(),

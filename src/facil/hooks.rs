@@ -415,6 +415,16 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
             sys::timeout_set(conn.uuid, conn.saved_timeout);
         }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
+        if selected.as_deref() == Some(crate::tls::acme::ALPN) && !client {
+            // A TLS-ALPN-01 validation (RFC 8737): the handshake was the
+            // whole answer; no application callback, close (close_notify).
+            log_debug!("uuid {:#x}: ACME TLS-ALPN-01 validation handshake done; closing", conn.uuid);
+            conn.handover_done.store(true, Ordering::Release);
+            if !closed {
+                sys::close(conn.uuid);
+            }
+            return;
+        }
         if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
             callback(conn.uuid, conn.udata.0);
         }

@@ -1,6 +1,7 @@
 //! The host room: facil.io 0.7.0.beta4's ABI and the glue that runs a TLS
 //! connection inside its event loop.
 
+pub mod acme;
 pub mod hooks;
 pub mod pubsub;
 pub mod sys;

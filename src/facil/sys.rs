@@ -69,6 +69,7 @@ struct HostTable {
     log_level: *const c_int,
     protocol_try_lock: Option<unsafe extern "C" fn(isize, c_int) -> *mut FioProtocol>,
     protocol_unlock: Option<unsafe extern "C" fn(*mut FioProtocol, c_int)>,
+    is_worker: Option<unsafe extern "C" fn() -> c_int>,
 }
 
 // Weak references: a missing definition resolves to 0 instead of a link error.
@@ -87,6 +88,7 @@ core::arch::global_asm!(
     ".weak FIO_LOG_LEVEL",
     ".weak fio_protocol_try_lock",
     ".weak fio_protocol_unlock",
+    ".weak fio_is_worker",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
     ".globl fio_tls_private_host_table",
@@ -105,6 +107,7 @@ core::arch::global_asm!(
     ".8byte FIO_LOG_LEVEL",
     ".8byte fio_protocol_try_lock",
     ".8byte fio_protocol_unlock",
+    ".8byte fio_is_worker",
     ".popsection",
 );
 
@@ -131,6 +134,15 @@ pub fn log_level() -> Option<c_int> {
         // SAFETY: p is the address of facil.io's exported `int FIO_LOG_LEVEL`.
         Some(unsafe { core::ptr::read_volatile(p) })
     }
+}
+
+/// `fio_is_worker`: true in a worker process once facil.io runs, and in
+/// the one process of a `workers == 1` application; false in the root
+/// process of a multi-worker application (the one that forks) and without
+/// facil.io.
+pub fn is_worker() -> bool {
+    // SAFETY: facil.io's function takes nothing and reads its state.
+    host().is_worker.is_some_and(|f| unsafe { f() } != 0)
 }
 
 /// Error returned when a host function is called without facil.io linked.

@@ -178,6 +178,17 @@ impl TlsObject {
 ///   the environment variable `FIO_TLS_SELF_SIGNED_SECONDS` (2 to 31536000,
 ///   read once per process) sets the lifetime of generated certificates;
 ///   a short one is renewed half-way through.
+/// - Both files NULL with `FIO_TLS_ACME_DIRECTORY` set (read once per
+///   process): `server_name` gets its certificate from that ACME CA (RFC
+///   8555), proving control with TLS-ALPN-01 (RFC 8737) on the listening
+///   port itself; the self-signed certificate serves until then, a cached
+///   one at once. Cache directory `FIO_TLS_ACME_DIR` (0700; files 0600),
+///   optional `FIO_TLS_ACME_EMAIL`, `FIO_TLS_ACME_CA_FILE` (trust for the
+///   CA's HTTPS), test knob `FIO_TLS_ACME_TEST_RENEW_AFTER` (seconds).
+///   One worker process talks to the CA, on its own thread started after
+///   facil.io forked; renewal at two thirds of the lifetime; failures give
+///   one WARNING each with the CA's problem `type` and `detail` and an
+///   exponential back-off. See the README, "Automatic certificates".
 ///
 /// Watched files: the key and certificate files are checked every
 /// `FIO_TLS_RELOAD_SECONDS` seconds (environment variable, 0 to 86400,
@@ -300,8 +311,8 @@ pub unsafe extern "C" fn fio_tls_new(
 /// name (or wildcard) comes twice, the certificate added first wins, so
 /// adding a name that already has a certificate logs a WARNING (to renew a
 /// certificate, replace its files: they are watched, see `fio_tls_new`).
-/// The files are watched and self-signed certificates renewed as for
-/// `fio_tls_new`.
+/// The files are watched, self-signed certificates renewed, and names with
+/// NULL files given ACME certificates as for `fio_tls_new`.
 ///
 /// Cost: amortised constant time per call (no context is built; a pair
 /// already loaded under another name, same file contents, is not parsed

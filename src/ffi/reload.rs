@@ -10,6 +10,7 @@ use std::sync::Arc;
 /// Arms this process's watch timer (see [`watcher::arm`]); called when an
 /// object is made.
 pub(super) fn arm_timer() {
+    watcher::on_each_pass(crate::facil::acme::on_pass);
     watcher::arm(reload_seconds(), new_pass);
 }
 

@@ -449,6 +449,12 @@ impl LoadedCert {
     /// Loads as [`CertEntry::load`] does (warnings logged) and starts
     /// watching the files.
     pub fn load(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
+        if let (None, None, Some(name), Some(acme)) = (key_file, cert_file, server_name, super::acme::settings()) {
+            if super::acme::eligible(&name.to_ascii_lowercase()) {
+                return Self::acme(name, acme);
+            }
+            log_warning!("server name \"{name}\" cannot get a certificate by ACME TLS-ALPN-01 (not a DNS name); it keeps a self-signed one");
+        }
         let watch = match (key_file, cert_file) {
             (Some(k), Some(c)) => Some(Watch::new(&[k, c])),
             _ => None,
@@ -460,6 +466,30 @@ impl LoadedCert {
             None => Source::SelfSigned { label, renew_at: selfsigned::renew_at(entry.not_before, entry.not_after) },
         };
         Ok(LoadedCert { entry, source })
+    }
+}
+
+impl LoadedCert {
+    /// A name with no files while ACME is on: registered for a certificate
+    /// from the CA, and served from the cache files `certs/<name>.key` and
+    /// `certs/<name>.crt` (watched like any pair, so a certificate the
+    /// client writes later reaches every process); until they exist (or
+    /// while they do not load), a self-signed certificate serves.
+    fn acme(name: &str, acme: &super::acme::Settings) -> Result<Self, ConfigError> {
+        check_server_name(Some(name))?;
+        let lower = name.to_ascii_lowercase();
+        super::acme::register(&lower);
+        let (k, c) = super::acme::cache::cert_files(&acme.dir, &lower);
+        let (k, c) = (k.to_string_lossy().into_owned(), c.to_string_lossy().into_owned());
+        let watch = Watch::new(&[&k, &c]);
+        let entry = match CertEntry::load_quietly(Some(name), Some(&k), Some(&c)) {
+            Ok((entry, _)) => {
+                log_debug!("server name \"{name}\": serving the ACME certificate cached in \"{c}\" (serial {})", entry.serial());
+                entry
+            }
+            Err(_) => CertEntry::load_quietly(Some(name), None, None)?.0,
+        };
+        Ok(LoadedCert { entry, source: Source::Files { label: Some(name.to_string()), watch, next_expiry_report: 0 } })
     }
 }
 
@@ -1185,11 +1215,27 @@ fn dispatcher<H>(certs: &Arc<Certs>, default: &CertEntry, protocols: &[Protocol<
     let alpn: Arc<Vec<Vec<u8>>> = Arc::new(protocols.iter().map(|p| p.name.as_bytes().to_vec()).collect());
     set_alpn_select(&mut b, &alpn);
     let certs = certs.clone();
-    b.set_client_hello_callback(move |ssl: &mut SslRef, _alert: &mut SslAlert| {
+    b.set_client_hello_callback(move |ssl: &mut SslRef, alert: &mut SslAlert| {
         // (Every closure OpenSSL calls runs inside the panic boundary:
         // a panic must not unwind through OpenSSL's C frames.)
         ffi_boundary!("ClientHello callback", on_panic = Err(ErrorStack::get()), {
             let host = super::sys::client_hello_server_name(ssl);
+            // TLS-ALPN-01 (RFC 8737): a validation connection gets the
+            // challenge certificate of a pending name, or a handshake
+            // failure; never the application's certificate or protocol.
+            if super::sys::client_hello_alpn(ssl).is_some_and(super::acme::responder::offers_acme) {
+                let Some(ch) = super::acme::responder::decide(host.as_deref()) else {
+                    log_debug!(
+                        "ClientHello offering ALPN acme-tls/1 for {}: no pending ACME challenge; handshake failure",
+                        quoted(host.as_deref())
+                    );
+                    *alert = SslAlert::HANDSHAKE_FAILURE;
+                    return Err(ErrorStack::get());
+                };
+                let sid = session_context(&sha256(&ch.cert.to_der()?), &trust_digest);
+                super::sys::serve_certificate(ssl, &ch.key, std::slice::from_ref(&ch.cert), &sid)?;
+                return Ok(ClientHelloResponse::SUCCESS);
+            }
             let entry = certs.pick(host.as_deref());
             let serving = ssl.certificate().map(|c| c.as_ptr());
             if serving != Some(entry.chain[0].as_ptr()) {
@@ -1297,13 +1343,20 @@ fn common_settings(b: &mut SslContextBuilder) -> Result<(), ConfigError> {
 /// (RFC 7301 server preference). A client offering only unknown protocols
 /// gets the fatal `no_application_protocol` alert. With no protocols
 /// registered, ALPN is not negotiated at all.
+///
+/// `acme-tls/1` is selected whenever the client offers it: the ClientHello
+/// callback let such a handshake go on only with a challenge certificate
+/// (RFC 8737 section 4: the validation offers that protocol alone).
 fn set_alpn_select(b: &mut SslContextBuilder, ours: &Arc<Vec<Vec<u8>>>) {
-    if ours.is_empty() {
-        return;
-    }
     let ours = ours.clone();
     b.set_alpn_select_callback(move |_ssl, client| {
         ffi_boundary!("ALPN callback", on_panic = Err(AlpnError::ALERT_FATAL), {
+            if let Some(acme) = select_alpn(&[super::acme::ALPN.to_vec()], client) {
+                return Ok(acme);
+            }
+            if ours.is_empty() {
+                return Err(AlpnError::NOACK);
+            }
             select_alpn(&ours, client).ok_or(AlpnError::ALERT_FATAL)
         })
     });
@@ -1544,6 +1597,18 @@ mod tests {
 
     /// A handshake against `built` with SNI `sni`: the chain the client saw.
     fn served(built: &Built<u8>, sni: Option<&str>) -> Vec<X509> {
+        let (server, client) = handshake_alpn(built, sni, None);
+        server.unwrap();
+        client.unwrap_or_else(|| panic!("client handshake failed")).0
+    }
+
+    /// What the client of [`handshake_alpn`] got: the chain and the
+    /// protocol selected.
+    type ClientView = Option<(Vec<X509>, Option<Vec<u8>>)>;
+
+    /// A handshake for `sni` offering `alpn` (a wire list): the server's
+    /// result and what the client got.
+    fn handshake_alpn(built: &Built<u8>, sni: Option<&str>, alpn: Option<&[u8]>) -> (Result<(), String>, ClientView) {
         let (s, c) = UnixStream::pair().unwrap();
         let server_ctx = built.server.clone();
         let server = std::thread::spawn(move || {
@@ -1552,14 +1617,50 @@ mod tests {
         });
         let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
         b.set_verify(SslVerifyMode::NONE);
-        let client_ctx = b.build();
-        let mut ssl = Ssl::new(&client_ctx).unwrap();
+        if let Some(alpn) = alpn {
+            b.set_alpn_protos(alpn).unwrap();
+        }
+        let mut ssl = Ssl::new(&b.build()).unwrap();
         if let Some(n) = sni {
             ssl.set_hostname(n).unwrap();
         }
-        let stream = ssl.connect(c).unwrap_or_else(|e| panic!("client handshake: {e}"));
-        server.join().unwrap().unwrap();
-        stream.ssl().peer_cert_chain().unwrap().iter().map(|c| c.to_owned()).collect()
+        let client = ssl.connect(c).ok().map(|stream| {
+            let chain = stream.ssl().peer_cert_chain().unwrap().iter().map(|c| c.to_owned()).collect();
+            (chain, stream.ssl().selected_alpn_protocol().map(<[u8]>::to_vec))
+        });
+        (server.join().unwrap(), client)
+    }
+
+    #[test]
+    fn acme_tls_1_gets_the_challenge_of_a_pending_name_and_a_handshake_failure_otherwise() {
+        use crate::tls::acme::{cache, responder};
+        let dir = TempDir::new("acme_alpn");
+        cache::prepare(&dir.0).unwrap();
+        let ch = responder::make("pending.test", &[9u8; 32]).unwrap();
+        cache::write_atomic(&cache::challenge_file(&dir.0, "pending.test"), &ch.to_pem().unwrap()).unwrap();
+        *responder::TEST_DIR.lock().unwrap() = Some(dir.0.clone());
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("pending.test"), None, None).unwrap();
+        cfg.add_cert(Some("other.test"), None, None).unwrap();
+        cfg.add_protocol("http/1.1", 1).unwrap();
+        let built = cfg.build().unwrap();
+        let acme_only = b"\x0aacme-tls/1";
+        // pending: the challenge certificate, acme-tls/1 selected
+        let (server, client) = handshake_alpn(&built, Some("pending.test"), Some(acme_only));
+        server.unwrap();
+        let (chain, alpn) = client.expect("handshake done");
+        assert_eq!(chain[0].to_der().unwrap(), ch.cert.to_der().unwrap());
+        assert_eq!(alpn.as_deref(), Some(&b"acme-tls/1"[..]));
+        // no challenge for this name: handshake failure, not the application
+        let (server, client) = handshake_alpn(&built, Some("other.test"), Some(acme_only));
+        assert!(client.is_none());
+        assert!(server.unwrap_err().to_lowercase().contains("callback"), "ClientHello callback refused it");
+        // an ordinary ClientHello for the pending name is unaffected
+        let (server, client) = handshake_alpn(&built, Some("pending.test"), Some(b"\x08http/1.1"));
+        server.unwrap();
+        let (chain, alpn) = client.unwrap();
+        assert_ne!(chain[0].to_der().unwrap(), ch.cert.to_der().unwrap());
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        *responder::TEST_DIR.lock().unwrap() = None;
     }
 
     fn serial_of(cert: &X509Ref) -> String {

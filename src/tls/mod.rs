@@ -5,6 +5,7 @@
 //! watching and expiry policy ([`watch`]) and a per-connection state machine
 //! over any non-blocking fd ([`conn`]), testable with plain sockets.
 
+pub mod acme;
 pub mod config;
 pub mod conn;
 pub mod error;

@@ -132,6 +132,23 @@ pub fn client_hello_server_name(ssl: &openssl::ssl::SslRef) -> Option<String> {
     host_name_of(ext).map(str::to_ascii_lowercase)
 }
 
+/// The body of the ClientHello's ALPN extension (RFC 7301: a 2-byte list
+/// length, then 1-byte length + name entries), if it has one. Only valid
+/// in the ClientHello callback.
+pub fn client_hello_alpn(ssl: &openssl::ssl::SslRef) -> Option<&[u8]> {
+    let mut data: *const u8 = core::ptr::null();
+    let mut len: size_t = 0;
+    // SAFETY: ssl is live; on success OpenSSL points `data` at `len` bytes
+    // owned by the SSL object, valid while the ClientHello is processed
+    // (the borrow of `ssl` bounds the slice).
+    let found = unsafe { openssl_sys::SSL_client_hello_get0_ext(ssl.as_ptr(), 16, &mut data, &mut len) } == 1;
+    if !found || data.is_null() {
+        return None;
+    }
+    // SAFETY: see above.
+    Some(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
 /// The host_name entry of a server_name extension body: a 2-byte list
 /// length, then entries of a 1-byte type (0 = host_name), a 2-byte length
 /// and the name. Only a list that is well formed and whose name is
