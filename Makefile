@@ -196,7 +196,7 @@ PYTEST_PATHS = --build-dir="$(abspath $(BUILD))" --facil-dir="$(abspath $(FACIL_
   --openssl=$(OPENSSL) --cargo-target-dir="$(abspath $(CARGO_TARGET))" --pc-requires="$(PC_REQUIRES)" \
   $(if $(FACIL_IO_FOUND),,--facil-missing="$(FACIL_IO_MISSING)")
 # the scanners (marker scan) are make scan's, not make check's
-check: check-header-fresh all check-programs
+check: check-header-fresh all check-programs check-programs07
 	$(call run_pytest,pytest,c_tests -m "not scan")
 
 # The committed header must be what `make header` would write now.
@@ -347,6 +347,7 @@ run_pytest = @$(3) $(PYTEST) $(2) $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))
 	  --summary-file $(BUILD)/$(1)-total.txt $(PYTEST_ARGS); \
 	status=$$?; \
 	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
+	$(if $(FACIL_IO_07_FOUND),,echo "SKIP facil.io 0.7.6 integration: $(FACIL_IO_07_MISSING)";) \
 	cat $(BUILD)/$(1)-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
 	exit $$status
 
@@ -506,3 +507,6 @@ endif
 endif
 .PHONY: check-programs
 check-programs: all $(CHECK_PROGRAMS)
+
+# the facil.io 0.7.x release API's programs, suite, table and bench rows
+include c_tests/api07.mk
