@@ -37,7 +37,7 @@ FACIL_IO_07_INCLUDES := $(addprefix -isystem $(FACIL_IO_07_DIR)/,lib lib/facil \
 CT07 := build/c_tests07
 CT07_RPATH_FACIL := $(abspath $(dir $(FACIL_IO_07_SHARED)))
 CT07_RPATH_OURS  := $(abspath $(LIB07_DIR))
-CT07_PROGRAMS := fio07_server fio07_client
+CT07_PROGRAMS := fio07_server fio07_client http-chat
 # backends: static, shared, preload (ours, the working link modes); broken
 # (libfio_tls07.so + libfacil.io.a: fio.c's weak fallbacks inside the
 # program win); upstream (facil.io's own OpenSSL backend)
@@ -52,6 +52,13 @@ $(CT07)/%.o: c_tests/programs/%.c
 	@mkdir -p $(CT07)
 	$(say) CC $@
 	$(Q)$(CC) $(CT_CFLAGS) $(FACIL_IO_07_INCLUDES) -c $< -o $@
+# facil.io 0.7.6's own websocket chat example (its only example with TLS:
+# `-tls` makes a self-signed certificate for the host's address), compiled
+# unchanged from the facil.io tree (its warnings are not ours)
+$(CT07)/http-chat.o: $(FACIL_IO_07_DIR)/examples/http-chat.c
+	@mkdir -p $(CT07)
+	$(say) CC $@
+	$(Q)$(CC) -std=gnu99 -O2 -w $(FACIL_IO_07_INCLUDES) -c $< -o $@
 $(CT07)/upstream/%: $(CT07)/%.o $(FACIL_IO_07_OPENSSL)
 	@mkdir -p $(@D)
 	$(say) CC $@

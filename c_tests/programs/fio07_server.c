@@ -72,13 +72,16 @@ static void print_ready(void *ignored) {
  * https: HTTP and a websocket echo over TLS
  * --------------------------------------------------------------------- */
 static void ws_echo(ws_s *ws, fio_str_info_s msg, uint8_t is_text) {
-  char buf[4096];
-  if (msg.len > sizeof(buf) - 5)
-    msg.len = sizeof(buf) - 5;
+  char *buf = malloc(msg.len + 5);
+  if (!buf) {
+    websocket_close(ws);
+    return;
+  }
   memcpy(buf, "echo:", 5);
   memcpy(buf + 5, msg.data, msg.len);
   websocket_write(ws, (fio_str_info_s){.data = buf, .len = msg.len + 5},
                   is_text);
+  free(buf);
 }
 
 static void on_https_request(http_s *h) {
