@@ -491,7 +491,7 @@ bench: all bench-deps $(BENCH_BIN) $(if $(filter-out 0,$(BENCH_VENDORED)),bench-
 	$(PYTHON) bench/bench.py --server-bin $(BENCH_BIN) --work $(BUILD)/bench/run $(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
 	  --so $(BUILD)/libfio_tls.so \
 	  $(if $(filter-out 0,$(BENCH_VENDORED)),--vendored-server-bin $(BENCH_VENDORED_BIN) --pq-client $(BENCH_PQ_CLIENT) \
-	  --so-vendored build/vendored/libfio_tls.so) $(BENCH_ARGS)
+	  --so-vendored build/vendored/libfio_tls.so) $(BENCH07_ARGS) $(BENCH_ARGS)
 endif
 
 # ---------------------------------------------------------------------------

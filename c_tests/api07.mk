@@ -101,3 +101,18 @@ check07: check-programs07
 # the side-by-side table: c_tests/tools/compare07.py
 compare07: check-programs07
 	$(PYTHON) c_tests/tools/compare07.py --ct07-dir $(CT07) --work build/compare07
+
+# the release-API bench rows: make bench adds them (when facil.io 0.7.6 is
+# there; a backend not built leaves its column out), make bench07 runs them
+# alone into bench/results07.md
+BENCH07_BINS := $(CT07)/static/fio07_server $(CT07)/upstream/fio07_server
+BENCH07_ARGS = $(if $(FACIL_IO_07_FOUND),--api07-server-bins $(BENCH07_BINS))
+bench: check-programs07
+ifeq ($(FACIL_IO_07_FOUND),)
+bench07:
+	@echo "SKIP bench07: $(FACIL_IO_07_MISSING)"
+else
+bench07: bench-deps check-programs07
+	$(PYTHON) bench/bench.py --api07-only --server-bin $(BENCH_BIN) --work build/bench/run07 \
+	  $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH07_ARGS) --results bench/results07.md $(BENCH_ARGS)
+endif
