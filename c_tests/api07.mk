@@ -48,7 +48,7 @@ CT07_BINARIES := $(if $(UPSTREAM07_FOUND),$(addprefix $(CT07)/upstream/,$(CT07_P
 
 # one object per program serves every backend: it includes facil.io's
 # fio_tls.h only
-$(CT07)/%.o: c_tests/programs/%.c
+$(CT07)/%.o: c_tests/programs/%.c c_tests/programs/fio07_args.h
 	@mkdir -p $(CT07)
 	$(say) CC $@
 	$(Q)$(CC) $(CT_CFLAGS) $(FACIL_IO_07_INCLUDES) -c $< -o $@

@@ -2,7 +2,7 @@
  * fio07_client.c -- a facil.io 0.7.6 (release API) HTTPS client for the
  * API07 suite (suites/test_api07.py) and make compare07.
  *
- *   fio07_client [-l LOG_LEVEL] [--name NAME] [--trust CA] [--cert CERT KEY]
+ *   fio07_client [-l LOG_LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY]
  *                [--password PW] URL
  *
  * One GET of URL (https://HOST:PORT/PATH) with http_connect(.tls) over
@@ -18,6 +18,8 @@
 #include <fio.h>
 #include <fio_tls.h>
 #include <http.h>
+
+#include "fio07_args.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,33 +71,22 @@ static void tick(void *ignored) {
 }
 
 static int usage(const char *prog) {
-  fprintf(stderr,
-          "usage: %s [-l LEVEL] [--name NAME] [--trust CA] [--cert CERT KEY] "
-          "[--password PW] URL\n",
-          prog);
-  return 2;
+  return fio07_usage(prog, "[-l LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY] "
+                     "[--password PW] URL");
 }
 
 int main(int argc, char **argv) {
   const char *name = NULL, *trust = NULL, *cert = NULL, *key = NULL,
              *password = NULL;
-  int i = 1;
-  for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
-    const char *o = argv[i], *v = argv[i + 1];
-    if (!strcmp(o, "-l"))
-      FIO_LOG_LEVEL = atoi(v);
-    else if (!strcmp(o, "--name"))
-      name = v;
-    else if (!strcmp(o, "--trust"))
-      trust = v;
-    else if (!strcmp(o, "--password"))
-      password = v;
-    else if (!strcmp(o, "--cert") && i + 2 < argc) {
-      cert = v;
-      key = argv[++i + 1];
-    } else
-      return usage(argv[0]);
-  }
+  const fio07_option_s options[] = {{"--name", &name},
+                                    {"--trust", &trust},
+                                    {"--password", &password},
+                                    {"--cert", &cert},
+                                    {"--key", &key},
+                                    {NULL, NULL}};
+  int i = fio07_parse(argc, argv, options);
+  if (i < 0)
+    return usage(argv[0]);
   if (i + 1 != argc)
     return usage(argv[0]);
   fio_tls_s *tls = fio_tls_new(name, cert, key, password);

@@ -43,6 +43,8 @@
 #include <fio_tls.h>
 #include <http.h>
 
+#include "fio07_args.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,32 +259,22 @@ static int start_bench(char **a, int n) {
 }
 
 static int usage(const char *prog) {
-  fprintf(stderr,
-          "usage: %s [-l LEVEL] [-t THREADS] [-w WORKERS] [-f FILE] "
-          "[--password PW] [--trust CA] https|alpn|refs|bench PORT ARGS...\n",
-          prog);
-  return 2;
+  return fio07_usage(prog, "[-l LEVEL] [-t THREADS] [-w WORKERS] [-f FILE] [--password PW] "
+                     "[--trust CA] https|alpn|refs|bench PORT ARGS...");
 }
 
 int main(int argc, char **argv) {
-  int i = 1;
-  for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
-    const char *o = argv[i], *v = argv[i + 1];
-    if (!strcmp(o, "-l"))
-      FIO_LOG_LEVEL = atoi(v);
-    else if (!strcmp(o, "-t"))
-      threads = atoi(v);
-    else if (!strcmp(o, "-w"))
-      workers = atoi(v);
-    else if (!strcmp(o, "-f"))
-      (void)v;
-    else if (!strcmp(o, "--password"))
-      key_password = v;
-    else if (!strcmp(o, "--trust"))
-      trust_ca = v;
-    else
-      return usage(argv[0]);
-  }
+  const char *threads_arg = "1", *workers_arg = "1", *file_arg = NULL;
+  const fio07_option_s options[] = {
+      {"-t", &threads_arg},       {"-w", &workers_arg},
+      {"-f", &file_arg},          {"--password", &key_password},
+      {"--trust", &trust_ca},     {NULL, NULL}};
+  int i = fio07_parse(argc, argv, options);
+  if (i < 0)
+    return usage(argv[0]);
+  threads = atoi(threads_arg);
+  workers = atoi(workers_arg);
+  (void)file_arg; /* bench.py passes it to every bench server */
   if (i >= argc)
     return usage(argv[0]);
   const char *mode = argv[i++];

@@ -63,15 +63,7 @@ def start(ctx, p7, backend, args, label, ready=True, program="fio07_server"):
     """A fio07 server ("{port}" in args) of `backend` in its own session;
     waits for READY (retries on a port taken meanwhile)."""
     need(p7, backend, program)
-    for _ in range(3):
-        srv = ctx.server([p7.binary(backend, program), *args], f"{backend}-{label}",
-                         env=p7.env(backend), new_session=True)
-        if not ready or srv.wait_ready():
-            return srv
-        srv.stop()
-        if "Address already in use" not in srv.text():
-            break
-    return srv
+    return ctx.start(backend, args, label, program=program, ready=ready, builds=p7)
 
 
 def client(p7, backend, *args, timeout=20):
@@ -192,7 +184,7 @@ def test_http_connect_trust(ctx, paths07, backend, case, bundle):
                                   "unknown_ca": "(none known)"}[case])
 
 
-def test_mtls(ctx, paths07, backend):
+def test_mtls(ctx, paths07, backend, bundle):
     """fio_tls_trust on the server: a client certificate of the CA is
     required; curl without one is refused, with one answered; so is
     fio07_client with --cert."""
@@ -211,6 +203,12 @@ def test_mtls(ctx, paths07, backend):
     ok, ok_c = p.client_other
     c = curl(ctx, srv.port, opts=("-k", "--cert", ok_c, "--key", ok))
     ctx.check("client certificate of another CA: refused", c.status != "200", curl_detail(c))
+    url = f"https://localhost:{srv.port}/"
+    rc, out = client(paths07, backend, "--trust", bundle, "--cert", cc, "--key", ck, url)
+    ctx.check("fio07_client (http_connect) with --cert: answered",
+              rc == 0 and "STATUS 200" in out, out)
+    rc, out = client(paths07, backend, "--trust", bundle, url)
+    ctx.check("fio07_client without a certificate: refused", rc == 3 and "STATUS" not in out, out)
     clean_stop(ctx, "mtls", srv)
     upstream_fault(ctx, backend, "SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT")
 
