@@ -40,9 +40,11 @@ CT07_RPATH_OURS  := $(abspath $(LIB07_DIR))
 CT07_PROGRAMS := fio07_server fio07_client http-chat
 # backends: static, shared, preload (ours, the working link modes); broken
 # (libfio_tls07.so + libfacil.io.a: fio.c's weak fallbacks inside the
-# program win); upstream (facil.io's own OpenSSL backend)
+# program win); upstream (facil.io's own OpenSSL backend); none (facil.io
+# alone: its fio_tls_missing.c stubs, what an application gets without us)
 CT07_OURS_MODES := static shared preload broken
 CT07_BINARIES := $(if $(UPSTREAM07_FOUND),$(addprefix $(CT07)/upstream/,$(CT07_PROGRAMS))) \
+  $(CT07)/none/fio07_server \
   $(if $(LIB07_FOUND),$(foreach m,$(CT07_OURS_MODES),$(addprefix $(CT07)/$(m)/,$(CT07_PROGRAMS))))
 .SECONDARY: $(addprefix $(CT07)/,$(addsuffix .o,$(CT07_PROGRAMS)))
 
@@ -76,6 +78,10 @@ $(CT07)/preload/%: $(CT07)/%.o
 	@mkdir -p $(@D)
 	$(say) CC $@
 	$(Q)$(CC) -o $@ $< $(FACIL_IO_07_SHARED) -Wl,-rpath,$(CT07_RPATH_FACIL) -lpthread -lm
+$(CT07)/none/%: $(CT07)/%.o
+	@mkdir -p $(@D)
+	$(say) CC $@
+	$(Q)$(CC) -o $@ $< $(FACIL_IO_07_STATIC) -lpthread -lm
 $(CT07)/broken/%: $(CT07)/%.o $(LIB07_SO)
 	@mkdir -p $(@D)
 	$(say) CC $@

@@ -4,12 +4,14 @@ runs (suites/test_api07.py, tools/compare07.py).
 
 Backends: "static", "shared", "preload" (our release build
 libfio_tls07, the working link modes), "broken" (libfio_tls07.so with the
-static libfacil.io.a: fio.c's weak fallbacks inside the program win) and
-"upstream" (facil.io 0.7.6's own OpenSSL backend, build-openssl)."""
+static libfacil.io.a: fio.c's weak fallbacks inside the program win),
+"none" (facil.io alone: the stubs of its fio_tls_missing.c) and "upstream"
+(facil.io 0.7.6's own OpenSSL backend, build-openssl)."""
 import os
 
 OURS = ("static", "shared", "preload")
 UPSTREAM = "upstream"
+NONE = "none"
 # what fio.c's weak fallbacks (and fio_tls_missing.c's) log before exit(-1)
 FATAL_STUB07 = "No supported SSL/TLS library available."
 
@@ -45,7 +47,7 @@ class Paths07:
         if backend == UPSTREAM and not os.path.exists(self.openssl):
             return (f"facil.io 0.7.6 with its own OpenSSL backend not found: no {self.openssl} "
                     "(--facil07-openssl, make variable FACIL_IO_07_OPENSSL)")
-        if backend != UPSTREAM and not (os.path.exists(self.so) and os.path.exists(self.a)):
+        if backend not in (UPSTREAM, NONE) and not (os.path.exists(self.so) and os.path.exists(self.a)):
             return (f"no release build in {self.lib_dir} (make API=0.7 builds "
                     "libfio_tls07.so and libfio_tls07.a)")
         if not os.path.exists(self.binary(backend, program)):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from fiotest.api07 import FATAL_STUB07, OURS, UPSTREAM
+from fiotest.api07 import FATAL_STUB07, NONE, OURS, UPSTREAM
 from fiotest.peers import alpn_session, curl, curl_detail, s_client
 from fiotest.proc import excerpt, free_port, run
 from test_torture import WsClient
@@ -300,11 +300,27 @@ def test_broken_link_mode(ctx, paths07):
     http_listen(.tls) ends the program with facil.io's FATAL line (the fix:
     link libfio_tls07.a before libfacil.io.a, or facil.io shared)."""
     key, chain = ctx.pki.localhost
-    srv = start(ctx, paths07, "broken", ["https", "{port}", "localhost", chain, key],
+    srv = start(ctx, paths07, "broken", ["-l", "4", "https", "{port}", "localhost", chain, key],
                 "broken", ready=False)
     rc = srv.wait_exit(15)
     text = srv.text()
     ctx.check("documented failing mode: facil.io's stub message and exit",
+              rc not in (None, 0) and FATAL_STUB07 in text and "READY" not in text,
+              f"rc={rc}\n{text}")
+
+
+def test_without_a_tls_library(ctx, paths07):
+    """facil.io 0.7.6 alone (the weak stubs of its fio_tls_missing.c): the
+    first TLS call ends the program with facil.io's FATAL line -- what an
+    application gets when our library is not linked."""
+    key, chain = ctx.pki.localhost
+    # -l 4: a program compiled with 0.7.6's fio.h carries its own weak,
+    # zero FIO_LOG_LEVEL, which the linker may pick over fio.c's
+    srv = start(ctx, paths07, NONE, ["-l", "4", "https", "{port}", "localhost", chain, key], "none",
+                ready=False)
+    rc = srv.wait_exit(15)
+    text = srv.text()
+    ctx.check("no TLS library: facil.io's stub message and exit",
               rc not in (None, 0) and FATAL_STUB07 in text and "READY" not in text,
               f"rc={rc}\n{text}")
 
