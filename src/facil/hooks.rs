@@ -47,10 +47,36 @@ use std::time::{Duration, Instant};
 
 /// The callback type of `fio_tls_proto_add`.
 pub type ProtocolCallback = unsafe extern "C" fn(uuid: isize, udata: *mut c_void);
-/// A protocol's handler; `None` when the application passed NULL.
+/// A protocol's handler (facil.io 0.7.0.beta4's `fio_tls_proto_add`);
+/// `None` when the application passed NULL.
+#[cfg(not(feature = "api07"))]
 pub type Handler = Option<ProtocolCallback>;
+/// A protocol's handler (facil.io 0.7.x's `fio_tls_alpn_add`).
+#[cfg(feature = "api07")]
+pub type Handler = super::v076::Alpn;
 /// What a connection keeps alive: contexts plus the protocol list.
 pub type Snapshot = Built<Handler>;
+
+/// What a protocol's handler does when a connection is handed to it.
+pub trait HandOver {
+    /// Runs the application's callback for `uuid` with the `udata` of
+    /// `fio_tls_accept` / `fio_tls_connect`; `closed`: the connection
+    /// closed before it could be handed over (a client whose handshake
+    /// failed, see [`handover_task`]).
+    ///
+    /// # Safety
+    /// Calls the application's function pointer.
+    unsafe fn hand_over(&self, uuid: isize, closed: bool, udata: *mut c_void);
+}
+
+/// beta4: `callback(uuid, udata)`, also on a closed uuid.
+impl HandOver for Option<ProtocolCallback> {
+    unsafe fn hand_over(&self, uuid: isize, _closed: bool, udata: *mut c_void) {
+        if let Some(callback) = self {
+            callback(uuid, udata)
+        }
+    }
+}
 
 /// Default handshake deadline in seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: u8 = 10;
@@ -279,9 +305,13 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     // does not call cleanup on failure).
     let set = unsafe { sys::rw_hook_set(uuid, core::ptr::addr_of_mut!(HOOKS), hook_udata) };
     if set != Ok(0) {
-        // SAFETY: the host did not keep the pointer.
-        live_shard(hook_udata as usize).remove(&(hook_udata as usize));
-        drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
+        // The host did not keep the pointer. facil.io 0.7.x documents that
+        // a failed fio_rw_hook_set calls `cleanup` (0.7.6's code does not):
+        // whichever of the two removes the entry releases the reference.
+        if live_shard(hook_udata as usize).remove(&(hook_udata as usize)) {
+            // SAFETY: made by Arc::into_raw above, released once.
+            drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
+        }
         return Err(StartError::Closing(format!("uuid {uuid:#x} closed before TLS could start")));
     }
     let conn_for_deadline = conn.clone();
@@ -415,8 +445,8 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
             sys::timeout_set(conn.uuid, conn.saved_timeout);
         }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
-        if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
-            callback(conn.uuid, conn.udata.0);
+        if let Some(protocol) = conn.snapshot.protocol_for(selected.as_deref()) {
+            protocol.handler.hand_over(conn.uuid, closed, conn.udata.0);
         }
         conn.handover_done.store(true, Ordering::Release);
         // Records that came with the handshake may already be inside
@@ -689,7 +719,10 @@ unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize
 /// none starts afterwards: the fd number may be reused as soon as we return.
 unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
     ffi_boundary!("cleanup hook", {
-        live_shard(udata as usize).remove(&(udata as usize));
+        if !live_shard(udata as usize).remove(&(udata as usize)) {
+            // Released already (a failed fio_rw_hook_set, see `start`).
+            return;
+        }
         let conn = Arc::from_raw(udata as *const HostConn);
         let mut tls = conn.lock();
         // facil.io closes on a peer's hang-up without a read, so this is

@@ -4,5 +4,6 @@
 pub mod hooks;
 pub mod pubsub;
 pub mod sys;
+pub mod v076;
 mod ticket_watch;
 pub mod watcher;
