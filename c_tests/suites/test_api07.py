@@ -21,6 +21,7 @@ import time
 import pytest
 
 from fiotest.api07 import FATAL_STUB07, NONE, OURS, UPSTREAM
+from fiotest.ctx import FATAL_STUB
 from fiotest.peers import alpn_session, curl, curl_detail, s_client
 from fiotest.proc import excerpt, free_port, run
 from test_torture import WsClient
@@ -295,17 +296,19 @@ def test_alpn_udata_and_cleanup(ctx, paths07, backend):
 
 
 def test_broken_link_mode(ctx, paths07):
-    """libfio_tls07.so with the static libfacil.io.a: fio.c's own weak TLS
-    fallbacks are inside the program and win over the shared library, so
-    http_listen(.tls) ends the program with facil.io's FATAL line (the fix:
-    link libfio_tls07.a before libfacil.io.a, or facil.io shared)."""
+    """libfio_tls07.so with the static libfacil.io.a: facil.io's own weak
+    TLS fallbacks (http.c's fio_tls_alpn_add, fio.c's fio_tls_dup/accept/
+    connect...) are inside the program and win over the shared library, so
+    http_listen(.tls) ends the program at its first TLS call, http.c's
+    fio_tls_alpn_add, with that stub's FATAL line (the fix: link
+    libfio_tls07.a before libfacil.io.a, or facil.io shared)."""
     key, chain = ctx.pki.localhost
     srv = start(ctx, paths07, "broken", ["-l", "4", "https", "{port}", "localhost", chain, key],
                 "broken", ready=False)
     rc = srv.wait_exit(15)
     text = srv.text()
-    ctx.check("documented failing mode: facil.io's stub message and exit",
-              rc not in (None, 0) and FATAL_STUB07 in text and "READY" not in text,
+    ctx.check("documented failing mode: http.c's stub message and exit",
+              rc not in (None, 0) and f"FATAL: {FATAL_STUB}" in text and "READY" not in text,
               f"rc={rc}\n{text}")
 
 
