@@ -21,6 +21,7 @@ is measured in this run; a column whose programs are missing says so.
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -163,7 +164,8 @@ def main():
     cfg = ap.parse_args()
     os.makedirs(cfg.work, exist_ok=True)
     pki = Pki(os.path.join(cfg.work, "pki"))
-    os.makedirs(pki.d, exist_ok=True)
+    shutil.rmtree(pki.d, ignore_errors=True)  # a fresh test PKI per run
+    os.makedirs(pki.d)
     pki.make()
     bundle = os.path.join(cfg.work, "root+intermediate.pem")
     with open(bundle, "w") as out:
