@@ -975,10 +975,15 @@ def report07(b):
         ratio = "—" if a is None or not u else "%.2f" % (a / u)
         out.append("| %s | %s | %s | %s |" % (label, cell(a, nd), cell(u, nd), ratio))
     table = "\n".join(out) + "\n"
+    reps = "".join("- %s / %s: %s\n" % (fig, kind, " · ".join(
+        "[" + short(r) + "; load " + r["load"] + "]" for r in R[fig][kind]))
+        for fig, _, _, _ in rows if fig in R for kind in R[fig])
     md = ("\n## facil.io 0.7.6 release API (issue 14)\n\n"
           "fio07_server mode bench (c_tests/programs/fio07_server.c, facil.io 0.7.6 static) with our "
           "release build and with facil.io's own backend (build-openssl, Debian's OpenSSL), same "
-          "certificate and client, same run; median of %d repetition(s).\n\n" % b.cfg.reps + table)
+          "certificate and client, same run (%s%s); median of %d repetition(s).\n\n"
+          % (time.strftime("%Y-%m-%d %H:%M:%S %Z"), ", **BENCH_QUICK smoke run**" if b.cfg.quick else "",
+             b.cfg.reps) + table + "\nEvery repetition:\n\n" + reps)
     return table, md
 
 
