@@ -8,7 +8,8 @@
  * One GET of URL (https://HOST:PORT/PATH) with http_connect(.tls) over
  * fio_tls_new(NAME, CERT, KEY, PW) (NAME default NULL; no --cert: no
  * client certificate), then fio_tls_trust(tls, CA) when --trust is given
- * (CA "system" passes NULL). Lines on stdout: "STATUS <code>" and
+ * (CA "system" passes NULL); an http:// URL goes without TLS (a baseline).
+ * Lines on stdout: "STATUS <code>" and
  * "BODY <bytes> <first line>" for a response, "FINISH" when http_connect's
  * on_finish runs, "DONE" after fio_start returned and the TLS object was
  * released, "TIMEOUT" when nothing came in 8 s (facil.io's client timeout is
@@ -32,9 +33,11 @@ static volatile int finished;
 static int ticks;
 
 static void on_response(http_s *h) {
-  if (h->status == 0) { /* connected: send the request, one only */
-    http_set_header2(h, (fio_str_info_s){.data = "connection", .len = 10},
-                     (fio_str_info_s){.data = "close", .len = 5});
+  if (h->status == 0) { /* connected: send the request */
+    /* keep-alive, not "Connection: close": facil.io 0.7.6's HTTP client
+     * often loses a response that the server follows with its close at
+     * once (33 of 40 runs over plain HTTP, no TLS involved); the tick below
+     * stops this program after the response instead */
     http_finish(h);
     return;
   }
@@ -89,22 +92,26 @@ int main(int argc, char **argv) {
     return usage(argv[0]);
   if (i + 1 != argc)
     return usage(argv[0]);
-  fio_tls_s *tls = fio_tls_new(name, cert, key, password);
-  if (!tls) {
+  /* URL http://...: no TLS object (a plain-HTTP baseline) */
+  int plain = !strncmp(argv[i], "http://", 7);
+  fio_tls_s *tls = plain ? NULL : fio_tls_new(name, cert, key, password);
+  if (!tls && !plain) {
     printf("TLS_NEW null\n");
     return 1;
   }
-  if (trust)
+  if (trust && tls)
     fio_tls_trust(tls, strcmp(trust, "system") ? trust : NULL);
   if (http_connect(argv[i], NULL, .on_response = on_response,
                    .on_finish = on_finish, .tls = tls) == -1) {
     printf("CONNECT_FAILED\n");
-    fio_tls_destroy(tls);
+    if (tls)
+      fio_tls_destroy(tls);
     return 1;
   }
   fio_run_every(50, 0, tick, NULL, NULL);
   fio_start(.threads = 1, .workers = 1);
-  fio_tls_destroy(tls);
+  if (tls)
+    fio_tls_destroy(tls);
   printf("DONE\n");
   return got_response ? 0 : 3;
 }

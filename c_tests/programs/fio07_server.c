@@ -21,6 +21,8 @@
  *       "TLS_NEW object|null" (null: it prints "NOT_LISTENING" and returns).
  *       GET / answers "hello fio07\n"; GET /ws upgrades to a websocket that
  *       echoes each message back prefixed with "echo:".
+ *   plain PORT
+ *       the routes of "https" over plain HTTP (no TLS object): a baseline.
  *   alpn PORT CERT KEY
  *       fio_listen(.tls) with no on_open: the ALPN callbacks attach the
  *       protocol. fio_tls_alpn_add "echo-a" twice (the first registration
@@ -100,6 +102,12 @@ static void on_https_upgrade(http_s *h, char *protocol, size_t len) {
 }
 
 static int start_https(char **a, int n) {
+  if (n == 0) /* mode plain: the same routes without TLS (a baseline) */
+    return http_listen(listen_port, "127.0.0.1",
+                       .on_request = on_https_request,
+                       .on_upgrade = on_https_upgrade, .timeout = 10) == -1
+               ? -1
+               : 0;
   if (n < 3 || n % 3)
     return -1;
   server_tls = fio_tls_new(arg(a[0]), arg(a[1]), arg(a[2]), key_password);
@@ -260,7 +268,7 @@ static int start_bench(char **a, int n) {
 
 static int usage(const char *prog) {
   return fio07_usage(prog, "[-l LEVEL] [-t THREADS] [-w WORKERS] [-f FILE] [--password PW] "
-                     "[--trust CA] https|alpn|refs|bench PORT ARGS...");
+                     "[--trust CA] https|plain|alpn|refs|bench PORT ARGS...");
 }
 
 int main(int argc, char **argv) {
@@ -287,7 +295,9 @@ int main(int argc, char **argv) {
   int n = argc - i;
   int r;
   if (!strcmp(mode, "https"))
-    r = start_https(rest, n);
+    r = n ? start_https(rest, n) : -1;
+  else if (!strcmp(mode, "plain"))
+    r = n ? -1 : start_https(rest, 0);
   else if (!strcmp(mode, "alpn"))
     r = start_alpn(rest, n);
   else if (!strcmp(mode, "bench"))

@@ -171,7 +171,7 @@ def test_http_connect_trust(ctx, paths07, backend, case, bundle):
     srv = start(ctx, paths07, srv_backend, ["https", "{port}", *certs], f"server-{case}")
     if not ctx.check("server starts", srv.alive(), excerpt(srv.text())):
         return
-    rc, out = client(paths07, backend, "--name", "localhost", "--trust", bundle,
+    rc, out = client(paths07, backend, "-l", "4", "--name", "localhost", "--trust", bundle,
                      f"https://localhost:{srv.port}/")
     if case == "good":
         ctx.check("answered (200, the body)", rc == 0 and "STATUS 200" in out
