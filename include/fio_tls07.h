@@ -23,9 +23,10 @@
 extern "C" {
 #endif
 
-/* The opaque type of facil.io's fio_tls.h (declared again here, the same
- * way, so that this header stands alone). */
-typedef struct fio_tls_s fio_tls_s;
+/* `struct fio_tls_s` is facil.io's opaque fio_tls_s (the typedef is in
+ * facil.io's fio_tls.h; C99 forbids repeating it, so this header names the
+ * struct and stands alone). */
+struct fio_tls_s;
 
 /**
  * Extension: re-checks the watched files of `tls` (NULL: of every live
@@ -40,7 +41,7 @@ typedef struct fio_tls_s fio_tls_s;
  * returning. A destroyed or never-made `tls` is one ERROR line and nothing
  * else. Callable from any thread, not from a signal handler.
  */
-void fio_tls_reload(fio_tls_s *tls);
+void fio_tls_reload(struct fio_tls_s *tls);
 
 /** Does nothing; only libfio_tls07 defines it (see the link check below). */
 void fio_tls_needs_libfio_tls07_on_the_link_line(void);

@@ -69,6 +69,7 @@ struct HostTable {
     log_level: *const c_int,
     protocol_try_lock: Option<unsafe extern "C" fn(isize, c_int) -> *mut FioProtocol>,
     protocol_unlock: Option<unsafe extern "C" fn(*mut FioProtocol, c_int)>,
+    state_callback_add: Option<unsafe extern "C" fn(c_int, Option<unsafe extern "C" fn(*mut c_void)>, *mut c_void)>,
 }
 
 // Weak references: a missing definition resolves to 0 instead of a link error.
@@ -87,6 +88,7 @@ core::arch::global_asm!(
     ".weak FIO_LOG_LEVEL",
     ".weak fio_protocol_try_lock",
     ".weak fio_protocol_unlock",
+    ".weak fio_state_callback_add",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
     ".globl fio_tls_private_host_table",
@@ -105,6 +107,7 @@ core::arch::global_asm!(
     ".8byte FIO_LOG_LEVEL",
     ".8byte fio_protocol_try_lock",
     ".8byte fio_protocol_unlock",
+    ".8byte fio_state_callback_add",
     ".popsection",
 );
 
@@ -212,6 +215,18 @@ pub fn run_every(ms: usize, task: unsafe extern "C" fn(*mut c_void)) -> Result<(
         Some(f) => unsafe {
             f(ms, 0, Some(task), core::ptr::null_mut(), None);
         },
+        None => return Err(NoHost),
+    }
+    Ok(())
+}
+
+/// `fio_state_callback_add(event, task, NULL)`: runs `task` when the
+/// host reaches `event` (a `callback_type_e` value: they differ between
+/// facil.io releases, see [`super::v076`]).
+pub fn state_callback_add(event: c_int, task: unsafe extern "C" fn(*mut c_void)) -> Result<(), NoHost> {
+    match host().state_callback_add {
+        // SAFETY: plain host call; the task ignores its argument.
+        Some(f) => unsafe { f(event, Some(task), core::ptr::null_mut()) },
         None => return Err(NoHost),
     }
     Ok(())

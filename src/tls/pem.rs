@@ -326,6 +326,12 @@ fn parse(role: CertFile, path: &str, bytes: &[u8]) -> Result<Vec<X509>, ConfigEr
 
 #[cfg(test)]
 mod tests {
+    /// How the order reminder words the argument order in this build.
+    const ORDER_IN_HINT: &str = if cfg!(feature = "api07") {
+        "take the certificate file first, then the private key file"
+    } else {
+        "private key file first, then the certificate file"
+    };
     use super::*;
     use std::io::Write;
 
@@ -472,7 +478,7 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::WrongContent, "{err}");
             let m = err.to_string();
             assert!(m.starts_with(&format!("private key file \"{p}\": holds a certificate")), "{m}");
-            assert!(m.contains("private key file first, then the certificate file"), "{m}");
+            assert!(m.contains(ORDER_IN_HINT), "{m}");
         }
     }
 
@@ -491,7 +497,7 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::WrongContent, "{name}: {err}");
             let m = err.to_string();
             assert!(m.starts_with(&format!("certificate file \"{p}\": holds a private key")), "{m}");
-            assert!(m.contains("private key file first, then the certificate file"), "{m}");
+            assert!(m.contains(ORDER_IN_HINT), "{m}");
             let err = load_ca_certificates(&p).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::WrongContent);
             assert!(err.to_string().contains("CA file") && !err.to_string().contains("swapped"), "{err}");
