@@ -3,7 +3,7 @@
  * API07 suite (suites/test_api07.py) and make compare07.
  *
  *   fio07_client [-l LOG_LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY]
- *                [--password PW] URL
+ *                [--password PW] [--close 1] URL
  *
  * One GET of URL (https://HOST:PORT/PATH) with http_connect(.tls) over
  * fio_tls_new(NAME, CERT, KEY, PW) (NAME default NULL; no --cert: no
@@ -27,6 +27,7 @@
 #include <string.h>
 
 static int got_response;
+static const char *close_arg; /* --close */
 /* fio_stop() is only seen when the reactor wakes up: a 50 ms tick stops it
  * once the work is done (or after 8 s) */
 static volatile int finished;
@@ -34,10 +35,13 @@ static int ticks;
 
 static void on_response(http_s *h) {
   if (h->status == 0) { /* connected: send the request */
-    /* keep-alive, not "Connection: close": facil.io 0.7.6's HTTP client
-     * often loses a response that the server follows with its close at
-     * once (33 of 40 runs over plain HTTP, no TLS involved); the tick below
-     * stops this program after the response instead */
+    /* keep-alive by default: facil.io 0.7.6's HTTP client often loses a
+     * response that the server follows with its FIN at once (33 of 40 runs
+     * over plain HTTP, no TLS involved); the tick below stops this program
+     * after the response instead. --close 1 asks for "Connection: close". */
+    if (close_arg && !strcmp(close_arg, "1"))
+      http_set_header2(h, (fio_str_info_s){.data = "connection", .len = 10},
+                       (fio_str_info_s){.data = "close", .len = 5});
     http_finish(h);
     return;
   }
@@ -75,7 +79,7 @@ static void tick(void *ignored) {
 
 static int usage(const char *prog) {
   return fio07_usage(prog, "[-l LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY] "
-                     "[--password PW] URL");
+                     "[--password PW] [--close 1] URL");
 }
 
 int main(int argc, char **argv) {
@@ -86,6 +90,7 @@ int main(int argc, char **argv) {
                                     {"--password", &password},
                                     {"--cert", &cert},
                                     {"--key", &key},
+                                    {"--close", &close_arg},
                                     {NULL, NULL}};
   int i = fio07_parse(argc, argv, options);
   if (i < 0)
