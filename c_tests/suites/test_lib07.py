@@ -23,7 +23,7 @@ import re
 import pytest
 
 from fiotest.elf import archive_functions
-from test_library import dynamic_exports, run
+from test_library import declared_functions, dynamic_exports, run
 
 API07_FUNCTIONS = {
     "fio_tls_new", "fio_tls_cert_add", "fio_tls_alpn_add", "fio_tls_alpn_count",
@@ -54,11 +54,8 @@ def lib07(paths):
 
 @pytest.fixture(scope="module")
 def declared07(paths, lib07):
-    """fio_tls_* functions fio_tls07.h declares (preprocessed: comments aside)."""
-    res = run([paths.cc, "-E", "-P", "-x", "c", lib07.header])
-    if res.returncode != 0:
-        pytest.fail(f"{paths.cc} -E {lib07.header} failed:\n{res.stderr}")
-    return set(re.findall(r"\b(fio_tls_\w+)\s*\(", res.stdout))
+    """fio_tls_* functions fio_tls07.h declares (comments aside)."""
+    return declared_functions(paths.cc, lib07.header)
 
 
 def test_soname07(ctx, lib07):

@@ -34,6 +34,9 @@ pub struct FioRwHooks {
 /// promises to read static protocol data only; no host task takes it.
 pub const FIO_PR_LOCK_STATE: c_int = 2;
 
+/// `FIO_CALL_ON_SHUTDOWN` of `callback_type_e` (fio.h; the same in 0.7.6).
+pub const FIO_CALL_ON_SHUTDOWN: c_int = 8;
+
 /// `enum fio_io_event` (fio.h).
 pub const FIO_EVENT_ON_DATA: c_int = 0;
 pub const FIO_EVENT_ON_READY: c_int = 1;
@@ -221,8 +224,7 @@ pub fn run_every(ms: usize, task: unsafe extern "C" fn(*mut c_void)) -> Result<(
 }
 
 /// `fio_state_callback_add(event, task, NULL)`: runs `task` when the
-/// host reaches `event` (a `callback_type_e` value: they differ between
-/// facil.io releases, see [`super::v076`]).
+/// host reaches `event` (a `callback_type_e` value).
 pub fn state_callback_add(event: c_int, task: unsafe extern "C" fn(*mut c_void)) -> Result<(), NoHost> {
     match host().state_callback_add {
         // SAFETY: plain host call; the task ignores its argument.

@@ -13,7 +13,7 @@
 //! | `fio_run_every(ms, repetitions, task, arg, on_finish)` | | same |
 //! | `fio_protocol_try_lock` / `_unlock`, `FIO_PR_LOCK_STATE` = 2 | | same |
 //! | `enum fio_io_event` (ON_DATA 0, ON_READY 1) | | same, plus ON_TIMEOUT 2 |
-//! | `callback_type_e` of `fio_state_callback_add` | starts at BEFORE_FORK | ON_INITIALIZE, PRE_START first: ON_SHUTDOWN is 8 |
+//! | `callback_type_e` of `fio_state_callback_add` (ON_SHUTDOWN = 8) | | same |
 //! | `FIO_LOG_LEVEL` | `extern int` | `int` defined in fio.c (the header declares it weak) |
 //! | `fio_str_info_s`, `fio_msg_s`, `subscribe_args_s`, `fio_publish_args_s` (by value), `fio_subscribe`, `fio_publish`, `fio_is_running` | | same layouts |
 //! | uuid to fd | `uuid >> 8` | `uuid >> 8` |
@@ -28,17 +28,14 @@
 //! cleanup callback: [`Alpn`].
 
 pub use super::pubsub::{FioMsg, FioStrInfo};
-pub use super::sys::{uuid2fd, FioProtocol, FioRwHooks, FIO_EVENT_ON_DATA, FIO_EVENT_ON_READY, FIO_PR_LOCK_STATE};
+pub use super::sys::{
+    uuid2fd, FioProtocol, FioRwHooks, FIO_CALL_ON_SHUTDOWN, FIO_EVENT_ON_DATA, FIO_EVENT_ON_READY, FIO_PR_LOCK_STATE,
+};
 
 use super::hooks::HandOver;
 use crate::ffi::boundary::ffi_boundary;
 use libc::c_void;
 use std::sync::Arc;
-
-/// `FIO_CALL_ON_SHUTDOWN` of 0.7.6's `callback_type_e` (8: the enum gained
-/// `FIO_CALL_ON_INITIALIZE` and `FIO_CALL_PRE_START` in front after beta4,
-/// so the values differ between the releases).
-pub const FIO_CALL_ON_SHUTDOWN: libc::c_int = 8;
 
 /// `on_selected(uuid, udata_connection, udata_tls)` of `fio_tls_alpn_add`.
 pub type OnSelected = unsafe extern "C" fn(uuid: isize, udata_connection: *mut c_void, udata_tls: *mut c_void);

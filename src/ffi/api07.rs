@@ -25,7 +25,7 @@ use super::handle::Lookup;
 use super::{add_cert, fio_tls_s, new_object, object, opt_str, remove, report_bad, start, trust, OBJECTS};
 use crate::facil::v076::{Alpn, OnCleanup, OnSelected, Registration};
 use crate::log::log_error;
-use crate::tls::{KeyPassword, LoadedCert, Role};
+use crate::tls::{KeyPassword, Role};
 use libc::{c_char, c_void};
 use std::ffi::CStr;
 use std::sync::atomic::Ordering;
@@ -89,17 +89,7 @@ pub unsafe extern "C" fn fio_tls_new(
     pk_password: *const c_char,
 ) -> *mut fio_tls_s {
     const API: &str = "fio_tls_new";
-    ffi_boundary!(API, {
-        let (Ok(name), Ok(cert), Ok(key)) = (
-            opt_str(API, "server name", server_name),
-            opt_str(API, "certificate file name", public_cert_file),
-            opt_str(API, "private key file name", private_key_file),
-        ) else {
-            return core::ptr::null_mut();
-        };
-        let first = LoadedCert::load_with(name.as_deref(), key.as_deref(), cert.as_deref(), password(pk_password));
-        new_object(API, name.as_deref(), first)
-    })
+    ffi_boundary!(API, { new_object(API, server_name, private_key_file, public_cert_file, password(pk_password)) })
 }
 
 /// Adds a certificate for SNI (facil.io 0.7.x signature: certificate file,
@@ -333,6 +323,7 @@ pub unsafe extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
 mod tests {
     use super::*;
     use crate::tls::testutil::{self, TempDir, Usage};
+    use crate::tls::LoadedCert;
     use std::ffi::CString;
     use std::sync::Mutex;
 

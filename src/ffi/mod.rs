@@ -265,16 +265,7 @@ pub unsafe extern "C" fn fio_tls_new(
     public_cert_file: *const c_char,
 ) -> *mut fio_tls_s {
     const API: &str = "fio_tls_new";
-    ffi_boundary!(API, {
-        let (Ok(name), Ok(key), Ok(cert)) = (
-            opt_str(API, "server name", server_name),
-            opt_str(API, "private key file name", private_key_file),
-            opt_str(API, "certificate file name", public_cert_file),
-        ) else {
-            return core::ptr::null_mut();
-        };
-        new_object(API, name.as_deref(), LoadedCert::load(name.as_deref(), key.as_deref(), cert.as_deref()))
-    })
+    ffi_boundary!(API, { new_object(API, server_name, private_key_file, public_cert_file, None) })
 }
 
 /// Adds a certificate for SNI: a client whose server name indication
@@ -423,11 +414,47 @@ fn remove(api: &str, tls: *mut fio_tls_s) {
     }
 }
 
+/// The server name and file names of `fio_tls_new` / `fio_tls_cert_add`
+/// as strings (`None`: NULL or ""); `None` after logging an argument that
+/// is not UTF-8.
+///
+/// # Safety
+/// Each pointer NULL or a NUL-terminated string valid for the call.
+unsafe fn cert_args(
+    api: &str,
+    server_name: *const c_char,
+    private_key_file: *const c_char,
+    public_cert_file: *const c_char,
+) -> Option<[Option<String>; 3]> {
+    let (Ok(name), Ok(key), Ok(cert)) = (
+        opt_str(api, "server name", server_name),
+        opt_str(api, "private key file name", private_key_file),
+        opt_str(api, "certificate file name", public_cert_file),
+    ) else {
+        return None;
+    };
+    Some([name, key, cert])
+}
+
 /// Makes an object from its default certificate (the body of both APIs'
-/// `fio_tls_new`): registers it and returns its handle, or logs why not
-/// and returns NULL.
-fn new_object(api: &str, name: Option<&str>, first: Result<LoadedCert, ConfigError>) -> *mut fio_tls_s {
-    let made = first.and_then(|loaded| {
+/// `fio_tls_new`, the file names in key, certificate order; `password`
+/// only from the release API): registers it and returns its handle, or
+/// logs why not and returns NULL.
+///
+/// # Safety
+/// As for `fio_tls_new`.
+unsafe fn new_object(
+    api: &str,
+    server_name: *const c_char,
+    private_key_file: *const c_char,
+    public_cert_file: *const c_char,
+    password: Option<KeyPassword>,
+) -> *mut fio_tls_s {
+    let Some([name, key, cert]) = cert_args(api, server_name, private_key_file, public_cert_file) else {
+        return core::ptr::null_mut();
+    };
+    let name = name.as_deref();
+    let made = LoadedCert::load_with(name, key.as_deref(), cert.as_deref(), password).and_then(|loaded| {
         let mut config = TlsConfig::with_default(name, loaded);
         config.build().map(|built| (config, built))
     });
@@ -473,11 +500,7 @@ unsafe fn add_cert(
     password: Option<KeyPassword>,
 ) {
     let Some(tls) = object(api, tls) else { return };
-    let (Ok(name), Ok(key), Ok(cert)) = (
-        opt_str(api, "server name", server_name),
-        opt_str(api, "private key file name", private_key_file),
-        opt_str(api, "certificate file name", public_cert_file),
-    ) else {
+    let Some([name, key, cert]) = cert_args(api, server_name, private_key_file, public_cert_file) else {
         return;
     };
     // The files are read (or the key generated) before the lock.
