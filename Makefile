@@ -2,6 +2,11 @@
 #
 #   make                 build target/release/libfio_tls.{so,a}
 #                        and build/ (libfio_tls.so, libfio_tls.so.0 -> it, .a)
+#   make API=0.7         the facil.io 0.7.0-0.7.6 release API instead (cargo
+#                        feature api07, target/api07/): build/libfio_tls07.so
+#                        (SONAME libfio_tls07.so.0, + .so.0 link) and .a;
+#                        include/fio_tls07.h; all, check-rust, install and
+#                        uninstall take API=0.7 (make check builds it too)
 #   make OPENSSL=vendored  the same with OpenSSL 3.5 LTS compiled in (crate
 #                        openssl-src ~300.5): target/vendored/, build/vendored/;
 #                        check, install, torture and scan take OPENSSL=vendored too
@@ -49,24 +54,57 @@ CXX     ?= g++
 #             partially linked into one object whose only global symbols are
 #             fio_tls_* (OpenSSL's are made local), so an application may also
 #             link the system libssl for its own use.
+# Which facil.io TLS API the library implements (the function names are the
+# same, so each is its own artefact, side by side in the build dir):
+#   beta4  facil.io 0.7.0.beta4's: libfio_tls, include/fio_tls.h
+#   0.7    facil.io 0.7.0-0.7.6's release API (cargo feature api07, its
+#          own cargo target dir): libfio_tls07, include/fio_tls07.h (our
+#          extensions; applications include facil.io's own fio_tls.h)
+API ?= beta4
+ifeq ($(API),beta4)
+API_FEATURES :=
+API_TARGET   :=
+LIBNAME      := libfio_tls
+HEADER       := include/fio_tls.h
+API_NAME     := facil.io 0.7.0.beta4 (the fio_tls API)
+else ifeq ($(API),0.7)
+API_FEATURES := api07
+API_TARGET   := api07
+LIBNAME      := libfio_tls07
+HEADER       := include/fio_tls07.h
+API_NAME     := facil.io 0.7.0-0.7.6 (the release fio_tls API)
+else
+$(error API=$(API): use API=beta4 (the default) or API=0.7)
+endif
+# the nine functions of facil.io 0.7.x's fio_tls.h (the release build
+# exports exactly these, plus what include/fio_tls07.h declares)
+API07_FUNCTIONS := fio_tls_new fio_tls_cert_add fio_tls_alpn_add fio_tls_alpn_count \
+  fio_tls_trust fio_tls_accept fio_tls_connect fio_tls_dup fio_tls_destroy
+comma := ,
+empty :=
+space := $(empty) $(empty)
+# cargo's --features and --target-dir for the features given
+cargo_flags = $(if $(strip $(1)),--features $(subst $(space),$(comma),$(strip $(1)))) \
+  $(if $(filter-out target,$(2)),--target-dir $(2))
+
 OPENSSL ?= system
 ifeq ($(OPENSSL),vendored)
-CARGO_FLAGS := --features vendored --target-dir target/vendored
-CARGO_TARGET := target/vendored
+CARGO_TARGET := target/$(if $(API_TARGET),$(API_TARGET)-)vendored
+CARGO_FLAGS := $(strip $(call cargo_flags,vendored $(API_FEATURES),$(CARGO_TARGET)))
 BUILD_DIR   := build/vendored
 # what a program linking libfio_tls.a needs besides it
 # (cargo rustc --release -- --print native-static-libs)
 FIO_TLS_STATIC_LIBS ?= -lpthread -ldl -lm
 # fio_tls.pc: nothing from the system's OpenSSL
 PC_REQUIRES :=
-PC_DESCRIPTION := TLS for facil.io 0.7.0.beta4 (the fio_tls API), OpenSSL 3.5 LTS built in
+PC_DESCRIPTION := TLS for $(API_NAME), OpenSSL 3.5 LTS built in
 else ifeq ($(OPENSSL),system)
-CARGO_FLAGS :=
-CARGO_TARGET := target
+CARGO_TARGET := target$(if $(API_TARGET),/$(API_TARGET))
+CARGO_FLAGS := $(strip $(call cargo_flags,$(API_FEATURES),$(CARGO_TARGET)))
 BUILD_DIR   := build
 FIO_TLS_STATIC_LIBS ?= -lssl -lcrypto -lpthread -ldl -lm
 PC_REQUIRES := openssl
-PC_DESCRIPTION := TLS over OpenSSL for facil.io 0.7.0.beta4 (the fio_tls API)
+PC_DESCRIPTION := TLS over OpenSSL for $(API_NAME)
 else
 $(error OPENSSL=$(OPENSSL): use OPENSSL=system (the default) or OPENSSL=vendored)
 endif
@@ -97,12 +135,11 @@ say := @printf '  %-4s %s\n'
 endif
 
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml 2>/dev/null | head -n 1)
-SONAME  := libfio_tls.so.0
+SONAME  := $(LIBNAME).so.0
 
 RELEASE := $(CARGO_TARGET)/release
 BUILD   := $(BUILD_DIR)
 CT      := $(BUILD)/c_tests
-HEADER  := include/fio_tls.h
 
 # -isystem: facil.io's own headers are not ours to keep warning-free
 FACIL_IO_INCLUDES := $(addprefix -isystem $(FACIL_IO_DIR)/,lib lib/facil \
@@ -133,7 +170,7 @@ CT_BINARIES := $(foreach m,$(CT_MODES),$(addprefix $(CT)/$(m)/,$(CT_PROGRAMS)))
 # the check steps must run in order (cargo itself builds in parallel)
 .NOTPARALLEL:
 
-all: $(BUILD)/libfio_tls.so $(BUILD)/$(SONAME) $(BUILD)/libfio_tls.a
+all: $(BUILD)/$(LIBNAME).so $(BUILD)/$(SONAME) $(BUILD)/$(LIBNAME).a
 
 # cargo decides what is stale; make then compares the files' times, so the
 # copies and the C programs are only redone when cargo changed something
@@ -146,16 +183,21 @@ FORCE:
 # needs no cbindgen and never writes into the source tree), and committed.
 # `make check` regenerates it into build/ and fails when it differs.
 GEN_HEADER := $(CARGO) run --quiet --features header --example gen_header --
+ifeq ($(API),beta4)
 header:
 	$(GEN_HEADER) $(abspath $(HEADER))
+else
+header:
+	@echo "$(HEADER) is kept by hand (make check compares it with the exports); make header writes include/fio_tls.h (API=beta4)" >&2; exit 1
+endif
 
-$(BUILD)/libfio_tls.so: $(RELEASE)/libfio_tls.so
+$(BUILD)/$(LIBNAME).so: $(RELEASE)/libfio_tls.so
 	@mkdir -p $(BUILD)
 	$(say) CP $@
 	$(Q)cp -f $< $@
-$(BUILD)/$(SONAME): $(BUILD)/libfio_tls.so
+$(BUILD)/$(SONAME): $(BUILD)/$(LIBNAME).so
 	$(say) LN $@
-	$(Q)ln -sf libfio_tls.so $@
+	$(Q)ln -sf $(LIBNAME).so $@
 ifeq ($(OPENSSL),vendored)
 # One relocatable object: the library's code plus the parts of the Rust
 # runtime and OpenSSL it reaches (ld -r pulls archive members from the
@@ -166,8 +208,8 @@ ifeq ($(OPENSSL),vendored)
 # that never see each other's symbols (c_tests/suites/test_pq_vendored.py).
 # The seeds: every function the header declares.
 lparen := (
-FIO_TLS_SEEDS = $(sort $(shell grep -o '^[a-z][a-z_ *]*[ *]fio_tls_[a-z_]*$(lparen)' $(HEADER) | sed 's/.*[ *]\(fio_tls_[a-z_]*\).$$/\1/'))
-$(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a $(HEADER)
+FIO_TLS_SEEDS = $(sort $(if $(filter 0.7,$(API)),$(API07_FUNCTIONS)) $(shell grep -o '^[a-z][a-z_ *]*[ *]fio_tls_[a-z_]*$(lparen)' $(HEADER) | sed 's/.*[ *]\(fio_tls_[a-z_]*\).$$/\1/'))
+$(BUILD)/$(LIBNAME).a: $(RELEASE)/libfio_tls.a $(HEADER)
 	@mkdir -p $(BUILD)/localize
 	$(say) LD $@
 	$(Q)$(LD) -r -d -o $(BUILD)/localize/fio_tls.o $(addprefix -u ,$(FIO_TLS_SEEDS)) $<
@@ -176,11 +218,19 @@ $(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a $(HEADER)
 	$(Q)rm -f $@
 	$(Q)$(AR) rcs $@ $(BUILD)/localize/fio_tls.o
 else
-$(BUILD)/libfio_tls.a: $(RELEASE)/libfio_tls.a
+$(BUILD)/$(LIBNAME).a: $(RELEASE)/libfio_tls.a
 	@mkdir -p $(BUILD)
 	$(say) CP $@
 	$(Q)cp -f $< $@
 endif
+
+# The release-API build (make API=0.7) next to this one: make check builds
+# and tests both (c_tests/suites/test_lib07.py; the facil.io 0.7.6 suite
+# uses it too).
+.PHONY: lib07
+lib07:
+	@$(MAKE) --no-print-directory API=0.7 OPENSSL=$(OPENSSL) all
+check: lib07
 
 # ---------------------------------------------------------------------------
 # make check
@@ -198,10 +248,14 @@ PYTEST_PATHS = --build-dir="$(abspath $(BUILD))" --facil-dir="$(abspath $(FACIL_
   --openssl=$(OPENSSL) --cargo-target-dir="$(abspath $(CARGO_TARGET))" --pc-requires="$(PC_REQUIRES)" \
   $(if $(FACIL_IO_FOUND),,--facil-missing="$(FACIL_IO_MISSING)")
 # the scanners (marker scan) are make scan's, not make check's
-check: check-header-fresh all check-programs
+check: check-header-fresh all check-programs check-programs07
 	$(call run_pytest,pytest,c_tests -m "not scan")
 
 # The committed header must be what `make header` would write now.
+ifneq ($(API),beta4)
+check-header-fresh:
+	@echo "make check builds and tests both APIs: run it without API=$(API) (make API=$(API) check-rust runs this build's Rust tests)" >&2; exit 1
+else
 check-header-fresh:
 	@mkdir -p $(BUILD)
 	@test -f $(HEADER) || { echo "FAIL - $(HEADER) is missing (make header writes it; commit it)"; exit 1; }
@@ -211,6 +265,7 @@ check-header-fresh:
 	  echo "FAIL - $(HEADER) is stale: the Rust sources generate the header above (diff -u committed generated); run make header and commit it"; \
 	  exit 1; fi
 	@echo "ok - $(HEADER) is what the sources generate"
+endif
 
 check-rust:
 	$(CARGO) test --release $(CARGO_FLAGS)
@@ -349,6 +404,7 @@ run_pytest = @$(3) $(PYTEST) $(2) $(PYTEST_PATHS) --basetemp $(abspath $(BUILD))
 	  --summary-file $(BUILD)/$(1)-total.txt $(PYTEST_ARGS); \
 	status=$$?; \
 	$(if $(FACIL_IO_FOUND),,echo "SKIP facil.io integration: $(FACIL_IO_MISSING)";) \
+	$(if $(FACIL_IO_07_FOUND),,echo "SKIP facil.io 0.7.6 integration: $(FACIL_IO_07_MISSING)";) \
 	cat $(BUILD)/$(1)-total.txt 2>/dev/null || echo "total: pytest did not finish (exit $$status)"; \
 	exit $$status
 
@@ -401,37 +457,39 @@ endif
 # ---------------------------------------------------------------------------
 # install
 # ---------------------------------------------------------------------------
+# pkg-config name (fio_tls.pc, or fio_tls07.pc for API=0.7)
+PC_NAME := $(patsubst lib%,%,$(LIBNAME))
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
-	install -m 0755 $(RELEASE)/libfio_tls.so $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION)
+	install -m 0755 $(RELEASE)/libfio_tls.so $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION)
 	$(say) LN $@
-	$(Q)ln -sf libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	$(Q)ln -sf $(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	$(say) LN $@
-	$(Q)ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfio_tls.so
-	install -m 0644 $(BUILD)/libfio_tls.a $(DESTDIR)$(LIBDIR)/libfio_tls.a
+	$(Q)ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/$(LIBNAME).so
+	install -m 0644 $(BUILD)/$(LIBNAME).a $(DESTDIR)$(LIBDIR)/$(LIBNAME).a
 ifneq ($(INSTALL_STRIP),0)
-	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfio_tls.a
+	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBNAME).a
 endif
-	install -m 0644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/fio_tls.h
+	install -m 0644 $(HEADER) $(DESTDIR)$(INCLUDEDIR)/$(notdir $(HEADER))
 	printf '%s\n' \
 	  'prefix=$(PREFIX)' \
 	  'libdir=$(LIBDIR)' \
 	  'includedir=$(INCLUDEDIR)' \
 	  '' \
-	  'Name: fio_tls' \
+	  'Name: $(PC_NAME)' \
 	  'Description: $(PC_DESCRIPTION)' \
 	  'Version: $(VERSION)' \
 	  $(if $(PC_REQUIRES),'Requires.private: $(PC_REQUIRES)') \
-	  'Libs: -L$${libdir} -lfio_tls' \
+	  'Libs: -L$${libdir} -l$(PC_NAME)' \
 	  'Libs.private: $(FIO_TLS_STATIC_LIBS)' \
 	  'Cflags: -I$${includedir}' \
-	  > $(DESTDIR)$(PKGCONFIGDIR)/fio_tls.pc
-	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/fio_tls.pc
+	  > $(DESTDIR)$(PKGCONFIGDIR)/$(PC_NAME).pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/$(PC_NAME).pc
 
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/libfio_tls.so $(DESTDIR)$(LIBDIR)/$(SONAME) \
-	  $(DESTDIR)$(LIBDIR)/libfio_tls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfio_tls.a \
-	  $(DESTDIR)$(INCLUDEDIR)/fio_tls.h $(DESTDIR)$(PKGCONFIGDIR)/fio_tls.pc
+	rm -f $(DESTDIR)$(LIBDIR)/$(LIBNAME).so $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBNAME).a \
+	  $(DESTDIR)$(INCLUDEDIR)/$(notdir $(HEADER)) $(DESTDIR)$(PKGCONFIGDIR)/$(PC_NAME).pc
 
 clean:
 	$(CARGO) clean
@@ -496,7 +554,7 @@ bench: all bench-deps $(BENCH_BIN) $(if $(filter-out 0,$(BENCH_VENDORED)),bench-
 	$(PYTHON) bench/bench.py --server-bin $(BENCH_BIN) --work $(BUILD)/bench/run $(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
 	  --so $(BUILD)/libfio_tls.so \
 	  $(if $(filter-out 0,$(BENCH_VENDORED)),--vendored-server-bin $(BENCH_VENDORED_BIN) --pq-client $(BENCH_PQ_CLIENT) \
-	  --so-vendored build/vendored/libfio_tls.so) $(BENCH_ARGS)
+	  --so-vendored build/vendored/libfio_tls.so) $(BENCH07_ARGS) $(BENCH_ARGS)
 endif
 
 # ---------------------------------------------------------------------------
@@ -512,3 +570,6 @@ endif
 endif
 .PHONY: check-programs
 check-programs: all $(CHECK_PROGRAMS)
+
+# the facil.io 0.7.x release API's programs, suite, table and bench rows
+include c_tests/api07.mk

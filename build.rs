@@ -21,11 +21,14 @@ fn main() {
     }
     report_openssl(version.as_deref().unwrap_or_default());
 
-    // libfio_tls.so.0, exporting only the fio_tls_* functions.
+    // libfio_tls.so.0 (libfio_tls07.so.0 with the release API of facil.io
+    // 0.7.x, feature api07), exporting only the fio_tls_* functions.
+    println!("cargo:rerun-if-env-changed=CARGO_FEATURE_API07");
+    let soname = if std::env::var_os("CARGO_FEATURE_API07").is_some() { "libfio_tls07.so.0" } else { "libfio_tls.so.0" };
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let map = out.join("fio_tls.map");
     std::fs::write(&map, "{\n  global:\n    fio_tls_*;\n  local:\n    *;\n};\n").expect("OUT_DIR is writable");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libfio_tls.so.0");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
     println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
 }
 

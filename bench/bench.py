@@ -44,6 +44,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 NOFILE = 20000
+# the facil.io 0.7.6 release-API rows (issue 14): c_tests/programs/fio07_server.c
+# mode bench, linked with our release build (libfio_tls07.a) and with facil.io
+# 0.7.6's own OpenSSL backend
+API07_KINDS = ("ours07", "upstream07")
 
 
 # ---------------------------------------------------------------------------
@@ -286,7 +290,7 @@ class Server:
 
     def __init__(self, kind, cfg, cert=None):
         self.kind, self.cfg, self.cert = kind, cfg, cert
-        self.tls = kind in ("ours", "nginx", "vendored")
+        self.tls = kind in ("ours", "nginx", "vendored") + API07_KINDS
         self.port = free_port()
         self.name = "%s-%s" % (kind, cert or "none")
         self.dir = os.path.join(cfg.work, self.name)
@@ -317,9 +321,9 @@ class Server:
                 f.write(conf)
             argv = [cfg.nginx, "-p", self.dir, "-c", conf_path, "-e", os.path.join(self.dir, "error.log")]
         else:
-            binary = cfg.vendored_server_bin if self.kind == "vendored" else cfg.server_bin
+            binary = {"vendored": cfg.vendored_server_bin, **cfg.api07_bins}.get(self.kind, cfg.server_bin)
             argv = [binary, "-f", cfg.big_file, "bench", str(self.port)]
-            if self.kind in ("ours", "vendored"):
+            if self.kind in ("ours", "vendored") + API07_KINDS:
                 argv += list(cfg.certs[self.cert])
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE] + argv, stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL)
@@ -703,6 +707,26 @@ class Bench:
         if not cfg.only or any(f in cfg.only for f in names_figs):
             self.run_names()
 
+    def run_api07(self):
+        """The release-build rows: the same figures against fio07_server with
+        our libfio_tls07.a and with facil.io 0.7.6's own backend, ECDSA
+        certificate, in this run."""
+        cfg = self.cfg
+        q = cfg.quick
+        n_hs, ka_secs, bulk_secs = (200, 2, 2) if q else (2000, 8, 5)
+        n_idle, stall_secs = (300, 2) if q else (2000, 5)
+        self.params07 = dict(n_hs=n_hs, ka_secs=ka_secs, bulk_secs=bulk_secs, n_idle=n_idle,
+                             n_stall=1000, stall_secs=stall_secs)
+        servers = [self.server(k, "ecdsa") for k in API07_KINDS if k in cfg.api07_bins]
+        warm_up(cfg.h2load, servers)
+        self.figure("full07", servers, lambda s: h2load(s, n_hs))
+        self.figure("keepalive07", servers, lambda s: wrk(s, 50, ka_secs))
+        self.figure("bulk07", servers, lambda s: wrk(s, 4, bulk_secs, "/1m"))
+        self.figure("stall07", servers, lambda s: stall(s, 1000, stall_secs))
+        self.figure("idle_rss07", servers, lambda s: idle_rss(s, n_idle))
+        for s in servers:
+            s.stop()
+
     def tls_servers(self, cert):
         """Ours, the vendored build (when there is one) and nginx, serving
         the `cert` kind of certificate, warmed up (page cache, lazily
@@ -915,6 +939,52 @@ def versions(cfg):
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
         "cores": str(os.cpu_count()),
     }
+
+
+def report07(b):
+    """The release-build rows (issue 14): (text table, markdown section)."""
+    R, P = b.res, getattr(b, "params07", None)
+    if not P:
+        return "", ""
+
+    def m(fig, kind, key):
+        try:
+            return med(R[fig][kind], key)
+        except KeyError:
+            return None
+
+    def cell(v, nd):
+        return "—" if v is None else "%.*f" % (nd, v)
+
+    rows = (("full07", "us", 0, "server CPU µs per full TLS 1.3 handshake, ECDSA P-256 "
+             "(`h2load --h1 -n %d -c %d`)" % (P["n_hs"], P["n_hs"])),
+            ("keepalive07", "us", 1, "server CPU µs per keep-alive request (`wrk -t1 -c50 -d%ds`, "
+             "64-byte body)" % P["ka_secs"]),
+            ("bulk07", "us", 0, "server CPU µs per 1 MiB response (`wrk -t1 -c4 -d%ds` GET /1m, "
+             "http_send_body from memory)" % P["bulk_secs"]),
+            ("idle_rss07", "kib", 1, "idle RSS KiB per connection (%d connections, one GET each, "
+             "kept open)" % P["n_idle"]),
+            ("stall07", "pct", 2, "server CPU %% of a core while %d TCP connections stall their "
+             "handshake (%d s window)" % (P["n_stall"], P["stall_secs"])))
+    out = ["| figure (facil.io 0.7.6, release API) | ours: libfio_tls07.a | facil.io 0.7.6 own "
+           "OpenSSL backend | ours / upstream |", "|---|---|---|---|"]
+    for fig, key, nd, label in rows:
+        if fig not in R:
+            continue
+        a, u = m(fig, "ours07", key), m(fig, "upstream07", key)
+        ratio = "—" if a is None or not u else "%.2f" % (a / u)
+        out.append("| %s | %s | %s | %s |" % (label, cell(a, nd), cell(u, nd), ratio))
+    table = "\n".join(out) + "\n"
+    reps = "".join("- %s / %s: %s\n" % (fig, kind, " · ".join(
+        "[" + short(r) + "; load " + r["load"] + "]" for r in R[fig][kind]))
+        for fig, _, _, _ in rows if fig in R for kind in R[fig])
+    md = ("\n## facil.io 0.7.6 release API (issue 14)\n\n"
+          "fio07_server mode bench (c_tests/programs/fio07_server.c, facil.io 0.7.6 static) with our "
+          "release build and with facil.io's own backend (build-openssl, Debian's OpenSSL), same "
+          "certificate and client, same run (%s%s); median of %d repetition(s).\n\n"
+          % (time.strftime("%Y-%m-%d %H:%M:%S %Z"), ", **BENCH_QUICK smoke run**" if b.cfg.quick else "",
+             b.cfg.reps) + table + "\nEvery repetition:\n\n" + reps)
+    return table, md
 
 
 def report(b):
@@ -1171,6 +1241,11 @@ def main():
                     help="examples/bench_handshakes built with --features vendored (the X25519MLKEM768 rows)")
     ap.add_argument("--so", default=None, help="the system build's libfio_tls.so (size row)")
     ap.add_argument("--so-vendored", default=None, help="the vendored build's libfio_tls.so (size row)")
+    ap.add_argument("--api07-server-bins", nargs=2, metavar=("OURS", "UPSTREAM"), default=None,
+                    help="fio07_server linked with libfio_tls07.a and with facil.io 0.7.6's own "
+                         "backend (the release-API rows; a missing file leaves its column out)")
+    ap.add_argument("--api07-only", action="store_true",
+                    help="only the release-API rows (make bench07)")
     ap.add_argument("--results", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--work", default="build/bench/run")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
@@ -1185,9 +1260,15 @@ def main():
     cfg.server_bin = os.path.abspath(cfg.server_bin)
     cfg.vendored_server_bin = cfg.vendored_server_bin and os.path.abspath(cfg.vendored_server_bin)
     cfg.pq_client = cfg.pq_client and os.path.abspath(cfg.pq_client)
+    cfg.api07_bins = {k: os.path.abspath(v) for k, v in zip(API07_KINDS, cfg.api07_server_bins or ())
+                      if os.path.exists(v)}
+    for k, v in zip(API07_KINDS, cfg.api07_server_bins or ()):
+        if k not in cfg.api07_bins:
+            print("note: %s not built (%s): its release-API column is left out" % (v, k), flush=True)
     cfg.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     cfg.h2load, cfg.wrk = shutil.which("h2load"), shutil.which("wrk")
-    missing = [n for n, p in (("nginx", cfg.nginx if os.path.exists(cfg.nginx) else None), ("h2load", cfg.h2load),
+    missing = [n for n, p in (("nginx", cfg.nginx if cfg.api07_only or os.path.exists(cfg.nginx) else None),
+                              ("h2load", cfg.h2load),
                               ("wrk", cfg.wrk), ("taskset", shutil.which("taskset")),
                               ("openssl", shutil.which("openssl"))) if not p]
     if missing:
@@ -1212,10 +1293,15 @@ def main():
     t0 = time.monotonic()
     b = Bench(cfg)
     try:
-        b.run()
+        if not cfg.api07_only:
+            b.run()
+        if cfg.api07_bins:
+            b.run_api07()
     finally:
         b.stop_all()
-    summary, md = report(b)
+    summary, md = report(b) if not cfg.api07_only else ("", "# libfio_tls benchmarks\n")
+    summary07, md07 = report07(b)
+    summary, md = summary + ("\n" + summary07 if summary07 else ""), md + md07
     print()
     print(summary)
     with open(cfg.results, "w") as f:

@@ -40,6 +40,7 @@ import shutil
 import pytest
 
 from fiotest import proc
+from fiotest.api07 import Paths07
 from fiotest.ctx import Ctx, Stopped
 from fiotest.pki import ClientPki, Pki
 
@@ -62,6 +63,17 @@ OPTIONS = (
      "what a static link of libfio_tls.a needs besides it"),
     ("--facil-missing", "", "reason why the facil.io build is missing (skips `facil` tests)"),
     ("--summary-file", "", "write the closing total line to this file too"),
+    # the facil.io 0.7.x release API (suites/test_api07.py, c_tests/api07.mk)
+    ("--facil07-dir", "/opt/facil.io-0.7.6", "the facil.io 0.7.6 source tree"),
+    ("--facil07-static", "", "its libfacil.io.a without OpenSSL (default DIR/build-static/...)"),
+    ("--facil07-shared", "", "its libfacil.io.so without OpenSSL (default DIR/build-shared/...)"),
+    ("--facil07-openssl", "",
+     "its libfacil.io.a with its own OpenSSL backend (default DIR/build-openssl/...)"),
+    ("--facil07-missing", "", "reason why the facil.io 0.7.6 build is missing"),
+    ("--lib07-dir", os.path.join(ROOT, "build"),
+     "where make API=0.7 put libfio_tls07.so and libfio_tls07.a"),
+    ("--ct07-dir", os.path.join(ROOT, "build", "c_tests07"),
+     "the release-API C programs (c_tests/api07.mk)"),
 )
 
 
@@ -162,6 +174,16 @@ def pytest_collection_finish(session):
         o = session.config.option
         pytest.exit(f"no test matches the selection (-k {o.keyword!r}, -m {o.markexpr!r}, "
                     f"args {session.config.args})", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def paths07(request):
+    """Where the release build, facil.io 0.7.6 and their programs are
+    (fiotest/api07.py)."""
+    o = request.config.getoption
+    return Paths07(o("--facil07-dir"), o("--facil07-static"), o("--facil07-shared"),
+                   o("--facil07-openssl"), o("--lib07-dir"), o("--ct07-dir"),
+                   o("--facil07-missing"))
 
 
 @pytest.fixture(scope="session")

@@ -77,13 +77,18 @@ class Ctx:
         self.servers.append(srv)
         return srv
 
-    def start(self, mode, args, label, program="fio_server", ready=True, env=None):
+    def start(self, mode, args, label, program="fio_server", ready=True, env=None,
+              builds=None):
         """Starts a facil.io test server of link mode `mode` in its own
         session (facil.io may signal its whole process group) and waits for
-        its READY line; retries on a port taken in the meantime."""
+        its READY line; retries on a port taken in the meantime. `builds`:
+        where the programs are and their environments (its binary(mode,
+        program) and env(mode, extra)); default this Ctx's, the beta4 build's
+        (the release build's: fiotest.api07.Paths07)."""
+        builds = builds or self
         for _ in range(3):
-            srv = self.server([self.binary(mode, program), *args], f"{mode}-{label}",
-                              env=self.env(mode, env), new_session=True)
+            srv = self.server([builds.binary(mode, program), *args], f"{mode}-{label}",
+                              env=builds.env(mode, env), new_session=True)
             if not ready or srv.wait_ready():
                 return srv
             srv.stop()

@@ -37,14 +37,18 @@ def run(argv):
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
+def declared_functions(cc, header):
+    """Names of the fio_tls_* functions `header` declares. The header goes
+    through the preprocessor first, so names only in comments do not count."""
+    res = run([cc, "-E", "-P", "-x", "c", header])
+    if res.returncode != 0:
+        pytest.fail(f"{cc} -E {header} failed:\n{res.stderr}")
+    return set(re.findall(r"\b(fio_tls_\w+)\s*\(", res.stdout))
+
+
 @pytest.fixture(scope="module")
 def declared(paths):
-    """Names of the fio_tls_* functions the header declares. The header goes
-    through the preprocessor first, so names only in comments do not count."""
-    res = run([paths.cc, "-E", "-P", "-x", "c", paths.header])
-    if res.returncode != 0:
-        pytest.fail(f"{paths.cc} -E {paths.header} failed:\n{res.stderr}")
-    return set(re.findall(r"\b(fio_tls_\w+)\s*\(", res.stdout))
+    return declared_functions(paths.cc, paths.header)
 
 
 def test_soname(ctx, paths):

@@ -5,7 +5,9 @@ has one set of verdicts and one total.
 Collection lists the tests (`cargo test -- --list`); the first test run
 runs the whole cargo suite once and every test reads its own verdict.
 With --openssl vendored (make check OPENSSL=vendored) cargo builds and
-tests the vendored library (--features vendored, in --cargo-target-dir)."""
+tests the vendored library (--features vendored, in --cargo-target-dir).
+The release-API build (cargo feature api07, its own target dir, as `make
+API=0.7` builds it) is tested too: its test ids start with "api07/"."""
 import os
 import re
 import subprocess
@@ -32,9 +34,18 @@ def _blocks(r):
     return list(zip(names, bodies))
 
 
-def _flags(config):
-    """cargo's options for the build under test (conftest's --openssl)."""
-    if config.getoption("--openssl") != "vendored":
+# the builds tested: "" (beta4 API) and "api07/" (the release API)
+APIS = ("", "api07/")
+
+
+def _flags(config, api=""):
+    """cargo's options for the build under test (conftest's --openssl; `api`
+    "api07/": the release API, in its own target dir as make API=0.7 uses)."""
+    vendored = config.getoption("--openssl") == "vendored"
+    if api:
+        target = os.path.join(ROOT, "target", "api07-vendored" if vendored else "api07")
+        return ["--features", "vendored,api07" if vendored else "api07", "--target-dir", target]
+    if not vendored:
         return []
     target = config.getoption("--cargo-target-dir") or os.path.join(ROOT, "target", "vendored")
     return ["--features", "vendored", "--target-dir", target]
@@ -67,35 +78,46 @@ def _listing_blocks(r):
 _LISTINGS = {}
 
 
-def _listed(config):
+def _listed(config, api=""):
     """(test ids, cargo's output when listing failed), listed once a run."""
-    flags = tuple(_flags(config))
+    flags = tuple(_flags(config, api))
     if flags not in _LISTINGS:
-        _LISTINGS[flags] = _listing(list(flags))
+        ids, output = _listing(list(flags))
+        _LISTINGS[flags] = ([api + i for i in ids] if ids else ids, output)
     return _LISTINGS[flags]
 
 
 def pytest_generate_tests(metafunc):
     if "test_id" in metafunc.fixturenames:
-        metafunc.parametrize("test_id", _listed(metafunc.config)[0] or [])
+        metafunc.parametrize("test_id", [i for api in APIS for i in _listed(metafunc.config, api)[0] or []])
+    if "api" in metafunc.fixturenames:
+        metafunc.parametrize("api", APIS, ids=("beta4", "api07"))
 
 
 @pytest.fixture(scope="module")
 def cargo_run(request):
-    """Runs the cargo suite once: {test id: (verdict, output)}."""
-    r = _cargo(_flags(request.config))
+    """Runs each cargo suite once: {test id: (verdict, output)} (the output
+    of the last run, for a test that did not report)."""
+    results = {}
+    for api in APIS:
+        r = _cargo(_flags(request.config, api))
+        results.update(_verdicts(r, api))
+    return results, r
+
+
+def _verdicts(r, api):
     results = {}
     for binary, body in _blocks(r) or []:
         for name, verdict in re.findall(r"^test (\S+) (?:- should panic )?\.\.\. (ok|FAILED|ignored)",
                                         body, re.M):
             m = re.search(rf"^---- {re.escape(name)} stdout ----\n(.*?)(?=^---- |^failures:$)",
                           body, re.M | re.S)
-            results[f"{binary}::{name}"] = (verdict, m.group(1) if m else "")
-    return results, r
+            results[f"{api}{binary}::{name}"] = (verdict, m.group(1) if m else "")
+    return results
 
 
-def test_cargo_builds_and_lists_tests(request):
-    ids, output = _listed(request.config)
+def test_cargo_builds_and_lists_tests(request, api):
+    ids, output = _listed(request.config, api)
     assert ids, f"cargo test --list failed or listed nothing:\n{output[-5000:]}"
 
 

@@ -47,10 +47,36 @@ use std::time::{Duration, Instant};
 
 /// The callback type of `fio_tls_proto_add`.
 pub type ProtocolCallback = unsafe extern "C" fn(uuid: isize, udata: *mut c_void);
-/// A protocol's handler; `None` when the application passed NULL.
+/// A protocol's handler (facil.io 0.7.0.beta4's `fio_tls_proto_add`);
+/// `None` when the application passed NULL.
+#[cfg(not(feature = "api07"))]
 pub type Handler = Option<ProtocolCallback>;
+/// A protocol's handler (facil.io 0.7.x's `fio_tls_alpn_add`).
+#[cfg(feature = "api07")]
+pub type Handler = super::v076::Alpn;
 /// What a connection keeps alive: contexts plus the protocol list.
 pub type Snapshot = Built<Handler>;
+
+/// What a protocol's handler does when a connection is handed to it.
+pub trait HandOver {
+    /// Runs the application's callback for `uuid` with the `udata` of
+    /// `fio_tls_accept` / `fio_tls_connect`; `closed`: the connection
+    /// closed before it could be handed over (a client whose handshake
+    /// failed, see [`handover_task`]).
+    ///
+    /// # Safety
+    /// Calls the application's function pointer.
+    unsafe fn hand_over(&self, uuid: isize, closed: bool, udata: *mut c_void);
+}
+
+/// beta4: `callback(uuid, udata)`, also on a closed uuid.
+impl HandOver for Option<ProtocolCallback> {
+    unsafe fn hand_over(&self, uuid: isize, _closed: bool, udata: *mut c_void) {
+        if let Some(callback) = self {
+            callback(uuid, udata)
+        }
+    }
+}
 
 /// Default handshake deadline in seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: u8 = 10;
@@ -184,6 +210,10 @@ fn track_deadline(conn: &Arc<HostConn>) {
         if sys::run_every(SWEEP_INTERVAL_MS, sweep_deadlines).is_err() {
             SWEEPER_PID.store(0, Ordering::Release);
         }
+        // facil.io 0.7.x: connections waiting for their FIN close before
+        // facil.io's shutdown looks at them (see close_waiting)
+        #[cfg(feature = "api07")]
+        let _ = sys::state_callback_add(super::v076::FIO_CALL_ON_SHUTDOWN, close_waiting_at_shutdown);
         // this process's first TLS connection: its tickets follow the key
         // file as it is now (the sweep then checks it on schedule)
         super::ticket_watch::tick();
@@ -211,6 +241,8 @@ unsafe extern "C" fn sweep_deadlines(_arg: *mut c_void) {
                 conn.close_for_deadline();
             }
         }
+        #[cfg(feature = "api07")]
+        close_waiting(now, !super::pubsub::running());
     });
 }
 
@@ -279,9 +311,13 @@ pub fn start(uuid: isize, snapshot: Arc<Snapshot>, role: Role, udata: *mut c_voi
     // does not call cleanup on failure).
     let set = unsafe { sys::rw_hook_set(uuid, core::ptr::addr_of_mut!(HOOKS), hook_udata) };
     if set != Ok(0) {
-        // SAFETY: the host did not keep the pointer.
-        live_shard(hook_udata as usize).remove(&(hook_udata as usize));
-        drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
+        // The host did not keep the pointer. facil.io 0.7.x documents that
+        // a failed fio_rw_hook_set calls `cleanup` (0.7.6's code does not):
+        // whichever of the two removes the entry releases the reference.
+        if live_shard(hook_udata as usize).remove(&(hook_udata as usize)) {
+            // SAFETY: made by Arc::into_raw above, released once.
+            drop(unsafe { Arc::from_raw(hook_udata as *const HostConn) });
+        }
         return Err(StartError::Closing(format!("uuid {uuid:#x} closed before TLS could start")));
     }
     let conn_for_deadline = conn.clone();
@@ -425,8 +461,8 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
             }
             return;
         }
-        if let Some(Some(callback)) = conn.snapshot.protocol_for(selected.as_deref()).map(|p| p.handler) {
-            callback(conn.uuid, conn.udata.0);
+        if let Some(protocol) = conn.snapshot.protocol_for(selected.as_deref()) {
+            protocol.handler.hand_over(conn.uuid, closed, conn.udata.0);
         }
         conn.handover_done.store(true, Ordering::Release);
         // Records that came with the handshake may already be inside
@@ -678,19 +714,92 @@ unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize
             return 0;
         }
         let mut tls = conn.lock();
-        // facil.io 0.7.0.beta4 closes an fd whose peer hung up from its
-        // poller by fd *number*, racing any other thread that is closing
-        // the same connection (the second close(2) can hit an fd number
-        // already reused by a new connection or a request body's temporary
-        // file). A close_notify that reached the peer before our close(2)
-        // invites exactly that: the peer answers with its FIN at once. So
-        // the close_notify leaves together with our FIN, as a plain-TCP
-        // close would.
-        tls.hold_until_close();
-        let left = tls.shutdown();
-        // Non-zero: facil.io waits for flush to report 0 before closing.
-        (left > 0) as ssize_t
+        send_close_notify(uuid, &mut tls)
     })
+}
+
+/// beta4: the close_notify and our FIN leave together; non-zero (bytes
+/// still to send) makes facil.io wait for flush to report 0 first.
+#[cfg(not(feature = "api07"))]
+fn send_close_notify(_uuid: isize, tls: &mut Connection) -> ssize_t {
+    close_notify_with_fin(tls)
+}
+
+/// The close_notify leaves together with our FIN.
+fn close_notify_with_fin(tls: &mut Connection) -> ssize_t {
+    // facil.io 0.7.0.beta4 closes an fd whose peer hung up from its
+    // poller by fd *number*, racing any other thread that is closing
+    // the same connection (the second close(2) can hit an fd number
+    // already reused by a new connection or a request body's temporary
+    // file). A close_notify that reached the peer before our close(2)
+    // invites exactly that: the peer answers with its FIN at once. So
+    // the close_notify leaves together with our FIN, as a plain-TCP
+    // close would.
+    tls.hold_until_close();
+    let left = tls.shutdown();
+    (left > 0) as ssize_t
+}
+
+/// facil.io 0.7.x: the close_notify goes out now, and our FIN after the
+/// next deadline sweep: [`close_waiting`] calls `fio_close` again.
+///
+/// facil.io 0.7.x's poller closes a connection whose peer hung up as soon
+/// as it sees the hang-up, without reading what arrived with it (EPOLLRDHUP
+/// next to EPOLLIN): a FIN right behind a response (a "Connection: close"
+/// request answered at once) made a facil.io 0.7.6 client drop that
+/// response about every other time on loopback. Returning non-zero here
+/// makes facil.io 0.7.x keep the connection (its flush never closes it);
+/// facil.io calls `before_close` again only if the connection is closed
+/// once more, and then gets 0: close now. The sweep's `fio_close` is that
+/// second close; a uuid closed meanwhile (the peer's own FIN) is ignored
+/// by facil.io, as is one whose fd was reused (the uuid differs).
+///
+/// While facil.io shuts down (`fio_is_running()` is 0) the connection
+/// closes at once, as in the beta4 build.
+#[cfg(feature = "api07")]
+fn send_close_notify(uuid: isize, tls: &mut Connection) -> ssize_t {
+    if tls.phase() == Phase::ShutDown {
+        return 0;
+    }
+    if !super::pubsub::running() || tls.phase() != Phase::Established {
+        return close_notify_with_fin(tls);
+    }
+    tls.shutdown();
+    CLOSING.lock().unwrap_or_else(|p| p.into_inner()).push_back((Instant::now(), uuid));
+    1
+}
+
+/// Connections whose close_notify went out and whose FIN waits for the
+/// next deadline sweep (facil.io 0.7.x, see [`send_close_notify`]), in the
+/// order they were closed.
+#[cfg(feature = "api07")]
+unsafe extern "C" fn close_waiting_at_shutdown(_arg: *mut c_void) {
+    ffi_boundary!("close at shutdown", { close_waiting(Instant::now(), true) })
+}
+
+#[cfg(feature = "api07")]
+static CLOSING: Lazy<Mutex<VecDeque<(Instant, isize)>>> = Lazy::new(|| Mutex::new(VecDeque::new()));
+
+/// The second `fio_close` of [`send_close_notify`]: for the connections
+/// that waited at least one sweep interval (time for the peer's reactor to
+/// read what came before our FIN; a deferred task, with no delay, was not
+/// enough for a facil.io 0.7.6 client on a busy machine), or for all of
+/// them (`all`) when facil.io begins to shut down: facil.io 0.7.6's
+/// shutdown never finished (fio_cycle_unwind kept counting a connection)
+/// when a websocket connection was still waiting here.
+#[cfg(feature = "api07")]
+fn close_waiting(now: Instant, all: bool) {
+    let due = now.checked_sub(Duration::from_millis(SWEEP_INTERVAL_MS as u64)).unwrap_or(now);
+    let mut ready = Vec::new();
+    {
+        let mut closing = CLOSING.lock().unwrap_or_else(|p| p.into_inner());
+        while closing.front().is_some_and(|(at, _)| all || *at <= due) {
+            ready.extend(closing.pop_front().map(|(_, uuid)| uuid));
+        }
+    }
+    for uuid in ready {
+        sys::close(uuid);
+    }
 }
 
 /// facil.io calls this just before it `close()`s the fd (or when the hooks
@@ -699,7 +808,10 @@ unsafe extern "C" fn hook_before_close(uuid: isize, udata: *mut c_void) -> ssize
 /// none starts afterwards: the fd number may be reused as soon as we return.
 unsafe extern "C" fn hook_cleanup(udata: *mut c_void) {
     ffi_boundary!("cleanup hook", {
-        live_shard(udata as usize).remove(&(udata as usize));
+        if !live_shard(udata as usize).remove(&(udata as usize)) {
+            // Released already (a failed fio_rw_hook_set, see `start`).
+            return;
+        }
         let conn = Arc::from_raw(udata as *const HostConn);
         let mut tls = conn.lock();
         // facil.io closes on a peer's hang-up without a read, so this is

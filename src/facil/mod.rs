@@ -5,5 +5,6 @@ pub mod acme;
 pub mod hooks;
 pub mod pubsub;
 pub mod sys;
+pub mod v076;
 mod ticket_watch;
 pub mod watcher;

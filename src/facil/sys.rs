@@ -34,6 +34,9 @@ pub struct FioRwHooks {
 /// promises to read static protocol data only; no host task takes it.
 pub const FIO_PR_LOCK_STATE: c_int = 2;
 
+/// `FIO_CALL_ON_SHUTDOWN` of `callback_type_e` (fio.h; the same in 0.7.6).
+pub const FIO_CALL_ON_SHUTDOWN: c_int = 8;
+
 /// `enum fio_io_event` (fio.h).
 pub const FIO_EVENT_ON_DATA: c_int = 0;
 pub const FIO_EVENT_ON_READY: c_int = 1;
@@ -70,6 +73,7 @@ struct HostTable {
     protocol_try_lock: Option<unsafe extern "C" fn(isize, c_int) -> *mut FioProtocol>,
     protocol_unlock: Option<unsafe extern "C" fn(*mut FioProtocol, c_int)>,
     is_worker: Option<unsafe extern "C" fn() -> c_int>,
+    state_callback_add: Option<unsafe extern "C" fn(c_int, Option<unsafe extern "C" fn(*mut c_void)>, *mut c_void)>,
 }
 
 // Weak references: a missing definition resolves to 0 instead of a link error.
@@ -89,6 +93,7 @@ core::arch::global_asm!(
     ".weak fio_protocol_try_lock",
     ".weak fio_protocol_unlock",
     ".weak fio_is_worker",
+    ".weak fio_state_callback_add",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
     ".globl fio_tls_private_host_table",
@@ -108,6 +113,7 @@ core::arch::global_asm!(
     ".8byte fio_protocol_try_lock",
     ".8byte fio_protocol_unlock",
     ".8byte fio_is_worker",
+    ".8byte fio_state_callback_add",
     ".popsection",
 );
 
@@ -224,6 +230,17 @@ pub fn run_every(ms: usize, task: unsafe extern "C" fn(*mut c_void)) -> Result<(
         Some(f) => unsafe {
             f(ms, 0, Some(task), core::ptr::null_mut(), None);
         },
+        None => return Err(NoHost),
+    }
+    Ok(())
+}
+
+/// `fio_state_callback_add(event, task, NULL)`: runs `task` when the
+/// host reaches `event` (a `callback_type_e` value).
+pub fn state_callback_add(event: c_int, task: unsafe extern "C" fn(*mut c_void)) -> Result<(), NoHost> {
+    match host().state_callback_add {
+        // SAFETY: plain host call; the task ignores its argument.
+        Some(f) => unsafe { f(event, Some(task), core::ptr::null_mut()) },
         None => return Err(NoHost),
     }
     Ok(())

@@ -57,6 +57,13 @@ impl OnPanic for ssize_t {
     }
 }
 
+/// Counts (`uintptr_t`, facil.io 0.7.x's `fio_tls_alpn_count`): 0.
+impl OnPanic for usize {
+    fn on_panic() -> Self {
+        0
+    }
+}
+
 /// OpenSSL callbacks returning `int`: -1 is their "error".
 impl OnPanic for c_int {
     fn on_panic() -> Self {

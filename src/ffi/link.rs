@@ -30,12 +30,41 @@ use std::ffi::CStr;
 /// first on the link line. A program that gets libfio_tls only at run time
 /// (`LD_PRELOAD`) defines `FIO_TLS_NO_LINK_CHECK` before including the
 /// header. Thread-safe.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub extern "C" fn fio_tls_needs_libfio_tls_on_the_link_line() {}
 
+/// The release build's link marker (feature `api07`), referred to by
+/// `include/fio_tls07.h` as [`fio_tls_needs_libfio_tls_on_the_link_line`]
+/// is by `fio_tls.h`: a program including `fio_tls07.h` fails to link
+/// without libfio_tls07 (also with the beta4 libfio_tls, whose API it
+/// does not have), and a static link pulls libfio_tls07.a in before
+/// facil.io's weak stand-ins can win. Thread-safe; does nothing.
+/// cbindgen:ignore
+#[cfg(feature = "api07")]
+#[no_mangle]
+pub extern "C" fn fio_tls_needs_libfio_tls07_on_the_link_line() {}
+
 /// The functions facil.io has stand-ins for.
+#[cfg(not(feature = "api07"))]
 const SEED: [&CStr; 6] =
     [c"fio_tls_new", c"fio_tls_cert_add", c"fio_tls_proto_add", c"fio_tls_accept", c"fio_tls_connect", c"fio_tls_destroy"];
+/// The functions facil.io 0.7.x has stand-ins for (`fio_tls_missing.c`,
+/// and `fio.c` / `http.c` for some of them).
+#[cfg(feature = "api07")]
+const SEED: [&CStr; 9] = [
+    c"fio_tls_new",
+    c"fio_tls_cert_add",
+    c"fio_tls_alpn_add",
+    c"fio_tls_alpn_count",
+    c"fio_tls_trust",
+    c"fio_tls_accept",
+    c"fio_tls_connect",
+    c"fio_tls_dup",
+    c"fio_tls_destroy",
+];
+/// This library's name in messages.
+const LIB: &str = if cfg!(feature = "api07") { "libfio_tls07" } else { "libfio_tls" };
 
 /// Where `p` was loaded from: (base address, file name).
 fn object_of(p: *const c_void) -> Option<(usize, String)> {
@@ -90,10 +119,10 @@ extern "C" fn check_at_load() {
         let file = &elsewhere[0].1;
         let place = if file.is_empty() { "the program itself".to_string() } else { format!("\"{file}\"") };
         log_error!(
-            "libfio_tls is loaded but {} resolve to {place}, not to libfio_tls: facil.io's stand-ins will run \
+            "{LIB} is loaded but {} resolve to {place}, not to {LIB}: facil.io's stand-ins will run \
              and exit with a FATAL line. A static libfacil.io.a always wins over a \
-             shared libfio_tls.so, and libfacil.io.so wins when it comes before libfio_tls.so in the link order: \
-             link libfio_tls.a (any order), or link libfio_tls.so before libfacil.io.so (README.md, \"Linking\")",
+             shared {LIB}.so, and libfacil.io.so wins when it comes before {LIB}.so in the link order: \
+             link {LIB}.a (any order), or link {LIB}.so before libfacil.io.so (README.md, \"Linking\")",
             names.join(", ")
         );
     })
@@ -111,6 +140,9 @@ mod tests {
     fn a_test_program_resolves_nothing_elsewhere() {
         // The test binary holds our code and no facil.io.
         assert!(resolved_elsewhere().is_empty());
+        #[cfg(not(feature = "api07"))]
         fio_tls_needs_libfio_tls_on_the_link_line();
+        #[cfg(feature = "api07")]
+        fio_tls_needs_libfio_tls07_on_the_link_line();
     }
 }

@@ -12,13 +12,17 @@ pub mod cluster;
 pub mod handle;
 pub mod link;
 mod reload;
+/// The release API's functions (feature `api07`): not in `fio_tls.h`.
+/// cbindgen:ignore
+#[cfg(feature = "api07")]
+pub mod api07;
 
 // fio_tls_reload (cluster.rs) calls it in every process.
 pub(crate) use reload::recheck_objects;
 
-use crate::facil::hooks::{self, Handler, ProtocolCallback, Snapshot};
+use crate::facil::hooks::{self, Handler, Snapshot};
 use crate::log::{log_debug, log_error};
-use crate::tls::{ConfigError, LoadedCert, LoadedTrust, Role, TlsConfig};
+use crate::tls::{ConfigError, KeyPassword, LoadedCert, LoadedTrust, Role, TlsConfig};
 use boundary::ffi_boundary;
 use handle::{Lookup, Registry};
 use libc::{c_char, c_void};
@@ -53,6 +57,11 @@ pub struct TlsObject {
     /// and expiry at their own level, while forked workers checking their
     /// copies say so at DEBUG only (one line per change per application).
     born_in: u32,
+    /// facil.io 0.7.x's reference count: `fio_tls_new` makes 1,
+    /// `fio_tls_dup` adds one, `fio_tls_destroy` takes one away and
+    /// destroys the handle at 0 (see [`api07`]).
+    #[cfg(feature = "api07")]
+    refs: std::sync::atomic::AtomicUsize,
 }
 
 /// Every live object, by handle.
@@ -259,6 +268,7 @@ impl TlsObject {
 /// # Safety
 /// Each string argument must be NULL or point to a NUL-terminated string
 /// that stays valid for the duration of the call.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_new(
     server_name: *const c_char,
@@ -266,39 +276,7 @@ pub unsafe extern "C" fn fio_tls_new(
     public_cert_file: *const c_char,
 ) -> *mut fio_tls_s {
     const API: &str = "fio_tls_new";
-    ffi_boundary!(API, {
-        let (Ok(name), Ok(key), Ok(cert)) = (
-            opt_str(API, "server name", server_name),
-            opt_str(API, "private key file name", private_key_file),
-            opt_str(API, "certificate file name", public_cert_file),
-        ) else {
-            return core::ptr::null_mut();
-        };
-        let made = TlsConfig::new(name.as_deref(), key.as_deref(), cert.as_deref())
-            .and_then(|mut config| config.build().map(|built| (config, built)));
-        let object = match made {
-            Ok((config, built)) => {
-                TlsObject { config: Mutex::new(config), built: Mutex::new(Arc::new(built)), born_in: std::process::id() }
-            }
-            Err(e) => {
-                log_error!("{API}: {e}");
-                return core::ptr::null_mut();
-            }
-        };
-        match OBJECTS.insert(object) {
-            Ok(handle) => {
-                // in every process that has objects (workers forked later
-                // inherit it): fio_tls_reload's cluster message
-                cluster::listen();
-                reload::arm_timer();
-                to_c(handle)
-            }
-            Err(handle::Full(n)) => {
-                log_error!("{API}: {n} fio_tls_s objects exist already (the limit); destroy some first");
-                core::ptr::null_mut()
-            }
-        }
-    })
+    ffi_boundary!(API, { new_object(API, server_name, private_key_file, public_cert_file, None) })
 }
 
 /// Adds a certificate for SNI: a client whose server name indication
@@ -332,6 +310,7 @@ pub unsafe extern "C" fn fio_tls_new(
 /// (NULL, destroyed, never made) is reported, never acted on (see
 /// `fio_tls_destroy`). Each string argument must be NULL or point to a
 /// NUL-terminated string valid for the call.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_cert_add(
     tls: *mut fio_tls_s,
@@ -340,29 +319,7 @@ pub unsafe extern "C" fn fio_tls_cert_add(
     public_cert_file: *const c_char,
 ) {
     const API: &str = "fio_tls_cert_add";
-    ffi_boundary!(API, {
-        let Some(tls) = object(API, tls) else { return };
-        let (Ok(name), Ok(key), Ok(cert)) = (
-            opt_str(API, "server name", server_name),
-            opt_str(API, "private key file name", private_key_file),
-            opt_str(API, "certificate file name", public_cert_file),
-        ) else {
-            return;
-        };
-        // The files are read (or the key generated) before the lock.
-        let loaded = match LoadedCert::load(name.as_deref(), key.as_deref(), cert.as_deref()) {
-            Ok(l) => l,
-            Err(e) => return log_error!("{API}: {e}"),
-        };
-        let mut config = lock(&tls.config);
-        match config.add_loaded(name.as_deref(), loaded) {
-            // The first certificate from files is also the client's: the
-            // client context changed.
-            Ok(true) => tls.publish(config, API),
-            Ok(false) => {}
-            Err(e) => log_error!("{API}: {e}"),
-        }
-    })
+    ffi_boundary!(API, { add_cert(API, tls, server_name, private_key_file, public_cert_file, None) })
 }
 
 /// Adds an ALPN protocol (RFC 7301) and the callback that takes over a
@@ -398,6 +355,7 @@ pub unsafe extern "C" fn fio_tls_cert_add(
 /// NUL-terminated string valid for the call. `callback` must be NULL or a
 /// function that stays callable while connections from `tls` may finish
 /// handshakes.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_proto_add(
     tls: *mut fio_tls_s,
@@ -415,7 +373,7 @@ pub unsafe extern "C" fn fio_tls_proto_add(
             }
             Err(()) => return,
         };
-        let handler: Option<ProtocolCallback> = callback;
+        let handler: Handler = callback;
         tls.update(API, || Ok(()), |c, ()| c.add_protocol(&name, handler));
     })
 }
@@ -450,21 +408,143 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 /// (NULL, destroyed, never made) is reported, never acted on (see
 /// `fio_tls_destroy`). Each string argument must be NULL or point to a
 /// NUL-terminated string valid for the call.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
+    ffi_boundary!("fio_tls_trust", { trust(tls, ca_file) })
+}
+
+/// Takes `tls` out of the table: the handle is destroyed at once, and the
+/// object is released here or by the last call still using it on another
+/// thread. NULL is ignored silently, like `free(NULL)`.
+fn remove(api: &str, tls: *mut fio_tls_s) {
+    match OBJECTS.remove(tls as usize) {
+        Lookup::Live(object) => drop(object),
+        Lookup::Null => {}
+        other => report_bad(api, tls, &other),
+    }
+}
+
+/// The server name and file names of `fio_tls_new` / `fio_tls_cert_add`
+/// as strings (`None`: NULL or ""); `None` after logging an argument that
+/// is not UTF-8.
+///
+/// # Safety
+/// Each pointer NULL or a NUL-terminated string valid for the call.
+unsafe fn cert_args(
+    api: &str,
+    server_name: *const c_char,
+    private_key_file: *const c_char,
+    public_cert_file: *const c_char,
+) -> Option<[Option<String>; 3]> {
+    let (Ok(name), Ok(key), Ok(cert)) = (
+        opt_str(api, "server name", server_name),
+        opt_str(api, "private key file name", private_key_file),
+        opt_str(api, "certificate file name", public_cert_file),
+    ) else {
+        return None;
+    };
+    Some([name, key, cert])
+}
+
+/// Makes an object from its default certificate (the body of both APIs'
+/// `fio_tls_new`, the file names in key, certificate order; `password`
+/// only from the release API): registers it and returns its handle, or
+/// logs why not and returns NULL.
+///
+/// # Safety
+/// As for `fio_tls_new`.
+unsafe fn new_object(
+    api: &str,
+    server_name: *const c_char,
+    private_key_file: *const c_char,
+    public_cert_file: *const c_char,
+    password: Option<KeyPassword>,
+) -> *mut fio_tls_s {
+    let Some([name, key, cert]) = cert_args(api, server_name, private_key_file, public_cert_file) else {
+        return core::ptr::null_mut();
+    };
+    let name = name.as_deref();
+    let made = LoadedCert::load_with(name, key.as_deref(), cert.as_deref(), password).and_then(|loaded| {
+        let mut config = TlsConfig::with_default(name, loaded);
+        config.build().map(|built| (config, built))
+    });
+    let object = match made {
+        Ok((config, built)) => TlsObject {
+            config: Mutex::new(config),
+            built: Mutex::new(Arc::new(built)),
+            born_in: std::process::id(),
+            #[cfg(feature = "api07")]
+            refs: std::sync::atomic::AtomicUsize::new(1),
+        },
+        Err(e) => {
+            log_error!("{api}: {e}");
+            return core::ptr::null_mut();
+        }
+    };
+    match OBJECTS.insert(object) {
+        Ok(handle) => {
+            // in every process that has objects (workers forked later
+            // inherit it): fio_tls_reload's cluster message
+            cluster::listen();
+            reload::arm_timer();
+            to_c(handle)
+        }
+        Err(handle::Full(n)) => {
+            log_error!("{api}: {n} fio_tls_s objects exist already (the limit); destroy some first");
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// The body of both APIs' `fio_tls_cert_add` (the file names already in
+/// key, certificate order; `password` only from the release API).
+///
+/// # Safety
+/// As for `fio_tls_cert_add`.
+unsafe fn add_cert(
+    api: &str,
+    tls: *mut fio_tls_s,
+    server_name: *const c_char,
+    private_key_file: *const c_char,
+    public_cert_file: *const c_char,
+    password: Option<KeyPassword>,
+) {
+    let Some(tls) = object(api, tls) else { return };
+    let Some([name, key, cert]) = cert_args(api, server_name, private_key_file, public_cert_file) else {
+        return;
+    };
+    // The files are read (or the key generated) before the lock.
+    let loaded = match LoadedCert::load_with(name.as_deref(), key.as_deref(), cert.as_deref(), password) {
+        Ok(l) => l,
+        Err(e) => return log_error!("{api}: {e}"),
+    };
+    let mut config = lock(&tls.config);
+    match config.add_loaded(name.as_deref(), loaded) {
+        // The first certificate from files is also the client's: the
+        // client context changed.
+        Ok(true) => tls.publish(config, api),
+        Ok(false) => {}
+        Err(e) => log_error!("{api}: {e}"),
+    }
+}
+
+/// The body of `fio_tls_trust` (both APIs).
+///
+/// # Safety
+/// As for `fio_tls_trust`.
+unsafe fn trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
     const API: &str = "fio_tls_trust";
-    ffi_boundary!(API, {
-        let Some(tls) = object(API, tls) else { return };
-        let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
-        tls.update(
-            API,
-            || LoadedTrust::load(ca_file.as_deref()),
-            |c, trust| {
-                c.trust_loaded(trust);
-                Ok(())
-            },
-        );
-    })
+    let Some(tls) = object(API, tls) else { return };
+    let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
+    tls.update(
+        API,
+        || LoadedTrust::load(ca_file.as_deref()),
+        |c, trust| {
+            c.trust_loaded(trust);
+            Ok(())
+        },
+    );
 }
 
 /// Shared body of accept and connect.
@@ -514,6 +594,7 @@ fn start(api: &str, uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void, role: 
 /// # Safety
 /// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
 /// invalid one is detected and reported). `udata` is never dereferenced.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void) {
     start("fio_tls_accept", uuid, tls, udata, Role::Server)
@@ -538,6 +619,7 @@ pub unsafe extern "C" fn fio_tls_accept(uuid: isize, tls: *mut fio_tls_s, udata:
 /// # Safety
 /// `tls` as for `fio_tls_cert_add`; `uuid` should come from facil.io (an
 /// invalid one is detected and reported). `udata` is never dereferenced.
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_connect(uuid: isize, tls: *mut fio_tls_s, udata: *mut c_void) {
     start("fio_tls_connect", uuid, tls, udata, Role::Client)
@@ -570,21 +652,13 @@ pub unsafe extern "C" fn fio_tls_connect(uuid: isize, tls: *mut fio_tls_s, udata
 /// released only when the last such call returns) or reports the handle as
 /// destroyed; no use-after-free either way.
 ///
+#[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub extern "C" fn fio_tls_destroy(tls: *mut fio_tls_s) {
-    const API: &str = "fio_tls_destroy";
-    ffi_boundary!(API, {
-        match OBJECTS.remove(tls as usize) {
-            // Released here, or by the last call still using it on
-            // another thread.
-            Lookup::Live(object) => drop(object),
-            Lookup::Null => {}
-            other => report_bad(API, tls, &other),
-        }
-    })
+    ffi_boundary!("fio_tls_destroy", { remove("fio_tls_destroy", tls) })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "api07")))]
 pub(crate) mod tests {
     use super::boundary::test_support::panic_next;
     use super::*;

@@ -97,7 +97,7 @@ pub(crate) fn recheck_objects(target: Option<&TlsObject>) -> usize {
     objects.len()
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(feature = "api07")))]
 mod tests {
     use super::*;
     use crate::ffi::tests::{c, live};

@@ -31,6 +31,7 @@
 use super::error::{first_reason, ConfigError, ErrorKind};
 use super::watch::{expiry_due, unix_time, Expiry, Poll, Reporter, Watch};
 use crate::log::log_debug;
+use super::pem::KeyPassword;
 use super::{pem, selfsigned};
 use crate::ffi::boundary::ffi_boundary;
 use crate::log::{log_warning, Level};
@@ -301,6 +302,13 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     h.finish()
 }
 
+/// The argument order, for the message about swapped files.
+const SWAP_ORDER: &str = if cfg!(feature = "api07") {
+    "facil.io 0.7 takes the certificate file first, then the private key file"
+} else {
+    "pass the private key file first, then the certificate file"
+};
+
 impl CertEntry {
     fn new(server_name: Option<&str>, key: PKey<Private>, chain: Vec<X509>, self_signed: bool, parsed: Option<Arc<Parsed>>) -> Result<Self, ConfigError> {
         let mut names = Vec::new();
@@ -337,13 +345,24 @@ impl CertEntry {
         key_file: Option<&str>,
         cert_file: Option<&str>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
+        Self::load_quietly_with(server_name, key_file, cert_file, None)
+    }
+
+    /// [`CertEntry::load_quietly`] with the password of an encrypted key
+    /// file (see [`pem::parse_private_key_with`]).
+    pub fn load_quietly_with(
+        server_name: Option<&str>,
+        key_file: Option<&str>,
+        cert_file: Option<&str>,
+        password: Option<&KeyPassword>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         check_server_name(server_name)?;
         match (key_file, cert_file) {
             (None, None) => {
                 let (key, cert) = selfsigned::generate(server_name.unwrap_or("localhost"))?;
                 Ok((Self::new(server_name, key, vec![cert], true, None)?, Vec::new()))
             }
-            (Some(k), Some(c)) => Self::load_files(server_name, k, c),
+            (Some(k), Some(c)) => Self::load_files(server_name, k, c, password),
             (Some(k), None) => Err(ConfigError::msg(format!(
                 "private key file \"{k}\" given without a certificate file (pass both, or neither for a self-signed certificate)"
             ))),
@@ -353,24 +372,30 @@ impl CertEntry {
         }
     }
 
-    fn load_files(server_name: Option<&str>, k: &str, c: &str) -> Result<(Self, Vec<String>), ConfigError> {
+    fn load_files(server_name: Option<&str>, k: &str, c: &str, password: Option<&KeyPassword>) -> Result<(Self, Vec<String>), ConfigError> {
         let key_bytes = pem::read_key_file(k)?;
         let cert_bytes = match pem::read_cert_file(c) {
             Ok(b) => b,
             // The key file is judged first, as when it was read alone.
             Err(e) => {
-                pem::parse_private_key(k, key_bytes.bytes())?;
+                pem::parse_private_key_with(k, key_bytes.bytes(), password)?;
                 return Err(e);
             }
         };
         let mut id = [0u8; 64];
-        id[..32].copy_from_slice(&sha256(key_bytes.bytes()));
+        // The password is part of what the key file's bytes parse to: an
+        // encrypted key parsed once with the right password must not be
+        // found again for a wrong one.
+        id[..32].copy_from_slice(&match password {
+            None => sha256(key_bytes.bytes()),
+            Some(pw) => sha256(&[key_bytes.bytes(), b"\0password\0", pw.bytes()].concat()),
+        });
         id[32..].copy_from_slice(&sha256(cert_bytes.bytes()));
         let cached = parse_cache().get(&id);
         let (parsed, mut warnings) = match cached {
             Some(p) => (p, Vec::new()),
             None => {
-                let key = match pem::parse_private_key(k, key_bytes.bytes()) {
+                let key = match pem::parse_private_key_with(k, key_bytes.bytes(), password) {
                     Ok(key) => key,
                     // Both files hold the other half: name the swap once.
                     Err(e) if e.kind() == ErrorKind::WrongContent && pem::parse_private_key(c, cert_bytes.bytes()).is_ok() => {
@@ -378,8 +403,7 @@ impl CertEntry {
                             ErrorKind::WrongContent,
                             format!(
                                 "private key file \"{k}\" holds a certificate and certificate file \"{c}\" \
-                                 holds a private key: the two are swapped (pass the private key file first, \
-                                 then the certificate file)"
+                                 holds a private key: the two are swapped ({SWAP_ORDER})"
                             ),
                         ));
                     }
@@ -430,6 +454,8 @@ pub enum Source {
     Files {
         /// The server name it was added under.
         label: Option<String>,
+        /// The key file's password, for reloads (facil.io 0.7.x).
+        password: Option<KeyPassword>,
         watch: Watch,
         /// When its expiry is looked at next (seconds since the epoch).
         next_expiry_report: i64,
@@ -449,6 +475,17 @@ impl LoadedCert {
     /// Loads as [`CertEntry::load`] does (warnings logged) and starts
     /// watching the files.
     pub fn load(server_name: Option<&str>, key_file: Option<&str>, cert_file: Option<&str>) -> Result<Self, ConfigError> {
+        Self::load_with(server_name, key_file, cert_file, None)
+    }
+
+    /// [`LoadedCert::load`] with the password of an encrypted key file,
+    /// kept for the reloads of the watcher.
+    pub fn load_with(
+        server_name: Option<&str>,
+        key_file: Option<&str>,
+        cert_file: Option<&str>,
+        password: Option<KeyPassword>,
+    ) -> Result<Self, ConfigError> {
         if let (None, None, Some(name), Some(acme)) = (key_file, cert_file, server_name, super::acme::settings()) {
             if super::acme::eligible(&name.to_ascii_lowercase()) {
                 return Self::acme(name, acme);
@@ -459,10 +496,13 @@ impl LoadedCert {
             (Some(k), Some(c)) => Some(Watch::new(&[k, c])),
             _ => None,
         };
-        let entry = CertEntry::load(server_name, key_file, cert_file)?;
+        let (entry, warnings) = CertEntry::load_quietly_with(server_name, key_file, cert_file, password.as_ref())?;
+        for w in warnings {
+            log_warning!("{w}");
+        }
         let label = server_name.map(str::to_string);
         let source = match watch {
-            Some(watch) => Source::Files { label, watch, next_expiry_report: 0 },
+            Some(watch) => Source::Files { label, password, watch, next_expiry_report: 0 },
             None => Source::SelfSigned { label, renew_at: selfsigned::renew_at(entry.not_before, entry.not_after) },
         };
         Ok(LoadedCert { entry, source })
@@ -489,7 +529,7 @@ impl LoadedCert {
             }
             Err(_) => CertEntry::load_quietly(Some(name), None, None)?.0,
         };
-        Ok(LoadedCert { entry, source: Source::Files { label: Some(name.to_string()), watch, next_expiry_report: 0 } })
+        Ok(LoadedCert { entry, source: Source::Files { label: Some(name.to_string()), password: None, watch, next_expiry_report: 0 } })
     }
 }
 
@@ -983,13 +1023,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         step.checked = end.saturating_sub(from);
         for (slot, source) in sources.iter_mut().enumerate().take(end).skip(from) {
             match source {
-                Source::Files { label, watch, next_expiry_report } => {
+                Source::Files { label, password, watch, next_expiry_report } => {
                     let poll = if files { watch.poll() } else { Poll::Unchanged };
                     if let Poll::Changed(stamps) = poll {
                         let files = watch.files();
                         let (k, c) = (files[0].path().to_string(), files[1].path().to_string());
                         let current = certs.get(slot);
-                        let outcome = CertEntry::load_quietly(label.as_deref(), Some(&k), Some(&c))
+                        let outcome = CertEntry::load_quietly_with(label.as_deref(), Some(&k), Some(&c), password.as_ref())
                             .and_then(|(entry, warnings)| {
                                 if entry.same_as(&current) {
                                     return Ok(None);
@@ -1526,7 +1566,7 @@ mod tests {
         let m = err.to_string();
         assert!(m.contains(&format!("private key file \"{crt}\" holds a certificate")), "{m}");
         assert!(m.contains(&format!("certificate file \"{key}\" holds a private key")), "{m}");
-        assert!(m.contains("swapped (pass the private key file first"), "{m}");
+        assert!(m.contains(&format!("swapped ({SWAP_ORDER})")), "{m}");
         // Only the key file wrong: that file is named, with the order reminder.
         let err = TlsConfig::<u8>::new(Some("s.test"), Some(&crt), Some(&crt)).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::WrongContent);

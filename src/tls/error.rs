@@ -19,6 +19,9 @@ pub enum ErrorKind {
     /// The private key is encrypted (PEM or DER); there is no passphrase
     /// prompt.
     Encrypted,
+    /// The private key is encrypted and the password given does not
+    /// decrypt it (facil.io 0.7.x's `pk_password`).
+    WrongPassword,
     /// The key does not belong to the certificate.
     KeyMismatch,
     /// OpenSSL refuses the certificate (e.g. a key under its security

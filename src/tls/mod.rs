@@ -26,3 +26,4 @@ mod groups_tests;
 pub use config::{Built, CertEntry, CheckStep, Certs, LoadedCert, LoadedTrust, Protocol, TlsConfig, Trust};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::{ConfigError, ErrorKind};
+pub use pem::KeyPassword;

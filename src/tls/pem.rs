@@ -19,6 +19,30 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Largest key or certificate file we read (a CA bundle is well below this).
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The password of an encrypted private key (facil.io 0.7.x's
+/// `pk_password`), wiped when dropped. Kept with a certificate loaded from
+/// files so that the watcher can decrypt a renewed key file too.
+#[derive(Clone)]
+pub struct KeyPassword(Vec<u8>);
+
+impl KeyPassword {
+    /// `None` for an empty password: OpenSSL treats a key encrypted with
+    /// the empty password as a plain one anyway.
+    pub fn new(password: &[u8]) -> Option<Self> {
+        (!password.is_empty()).then(|| KeyPassword(password.to_vec()))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for KeyPassword {
+    fn drop(&mut self) {
+        cleanse(&mut self.0);
+    }
+}
+
 /// File bytes that are wiped when dropped.
 pub struct SecretBytes(Vec<u8>);
 
@@ -130,8 +154,11 @@ fn holds_pkcs7(bytes: &[u8]) -> bool {
 }
 
 /// The reminder added when a file holds the other half of the pair.
-const ORDER_HINT: &str =
-    "fio_tls_new and fio_tls_cert_add take the private key file first, then the certificate file: were they swapped?";
+const ORDER_HINT: &str = if cfg!(feature = "api07") {
+    "facil.io 0.7's fio_tls_new and fio_tls_cert_add take the certificate file first, then the private key file: were they swapped?"
+} else {
+    "fio_tls_new and fio_tls_cert_add take the private key file first, then the certificate file: were they swapped?"
+};
 
 /// Loads a private key (PEM, or DER when the file has no PEM armour).
 ///
@@ -158,17 +185,37 @@ pub fn read_cert_file(path: &str) -> Result<SecretBytes, ConfigError> {
     Ok(SecretBytes(read_limited("certificate file", path)?))
 }
 
+/// What to do about an encrypted key without a password, in messages.
+const ENCRYPTED_HINT: &str = if cfg!(feature = "api07") {
+    "the key is encrypted and no password (pk_password) was given"
+} else {
+    "the key is encrypted; provide an unencrypted key"
+};
+
 /// [`load_private_key`] of bytes already read from `path` (named in errors).
 pub fn parse_private_key(path: &str, bytes: &[u8]) -> Result<PKey<Private>, ConfigError> {
+    parse_private_key_with(path, bytes, None)
+}
+
+/// [`parse_private_key`] with the password of an encrypted key (PEM, or
+/// encrypted PKCS#8 DER). OpenSSL decrypts it; a password that does not
+/// decrypt it is [`ErrorKind::WrongPassword`]. A password given for a key
+/// that is not encrypted is not needed and not an error.
+pub fn parse_private_key_with(path: &str, bytes: &[u8], password: Option<&KeyPassword>) -> Result<PKey<Private>, ConfigError> {
     const WHAT: &str = KEY_FILE;
     match probe_key(bytes) {
         KeyProbe::Plain(key) => Ok(key),
-        KeyProbe::Encrypted => Err(ConfigError::file(
-            ErrorKind::Encrypted,
-            WHAT,
-            path,
-            "the key is encrypted; provide an unencrypted key".into(),
-        )),
+        KeyProbe::Encrypted => match password {
+            Some(pw) => decrypt_key(bytes, pw).ok_or_else(|| {
+                ConfigError::file(
+                    ErrorKind::WrongPassword,
+                    WHAT,
+                    path,
+                    "the key is encrypted and the password given does not decrypt it".into(),
+                )
+            }),
+            None => Err(ConfigError::file(ErrorKind::Encrypted, WHAT, path, ENCRYPTED_HINT.into())),
+        },
         KeyProbe::None if holds_certificate(bytes) => Err(ConfigError::file(
             ErrorKind::WrongContent,
             WHAT,
@@ -182,6 +229,18 @@ pub fn parse_private_key(path: &str, bytes: &[u8]) -> Result<PKey<Private>, Conf
             "no valid PEM (or DER) private key in the file".into(),
         )),
     }
+}
+
+/// Decrypts an encrypted key (PEM: PKCS#8 or traditional with a
+/// DEK-Info header; DER: encrypted PKCS#8). The password goes to OpenSSL
+/// directly: no prompt either way.
+fn decrypt_key(bytes: &[u8], password: &KeyPassword) -> Option<PKey<Private>> {
+    let parsed = if has_pem_armour(bytes) {
+        PKey::private_key_from_pem_passphrase(bytes, password.bytes())
+    } else {
+        PKey::private_key_from_pkcs8_passphrase(bytes, password.bytes())
+    };
+    parsed.ok()
 }
 
 /// Loads a certificate chain: the leaf first, then any intermediates, in the
@@ -267,6 +326,12 @@ fn parse(role: CertFile, path: &str, bytes: &[u8]) -> Result<Vec<X509>, ConfigEr
 
 #[cfg(test)]
 mod tests {
+    /// How the order reminder words the argument order in this build.
+    const ORDER_IN_HINT: &str = if cfg!(feature = "api07") {
+        "take the certificate file first, then the private key file"
+    } else {
+        "private key file first, then the certificate file"
+    };
     use super::*;
     use std::io::Write;
 
@@ -413,7 +478,7 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::WrongContent, "{err}");
             let m = err.to_string();
             assert!(m.starts_with(&format!("private key file \"{p}\": holds a certificate")), "{m}");
-            assert!(m.contains("private key file first, then the certificate file"), "{m}");
+            assert!(m.contains(ORDER_IN_HINT), "{m}");
         }
     }
 
@@ -432,7 +497,7 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::WrongContent, "{name}: {err}");
             let m = err.to_string();
             assert!(m.starts_with(&format!("certificate file \"{p}\": holds a private key")), "{m}");
-            assert!(m.contains("private key file first, then the certificate file"), "{m}");
+            assert!(m.contains(ORDER_IN_HINT), "{m}");
             let err = load_ca_certificates(&p).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::WrongContent);
             assert!(err.to_string().contains("CA file") && !err.to_string().contains("swapped"), "{err}");
