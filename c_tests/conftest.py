@@ -30,6 +30,8 @@ Verdicts:
     check and the logs of the test's servers in the report;
   * an exception fails that test only; the rest still run;
   * a skipped test is reported (and counted) as skipped, never as passed;
+    so is an xfail, used only for the known faults of facil.io 0.7.6's own
+    TLS backend in test_api07.py, and listed in a line before the total;
   * a selection (-k, a node id) that matches no test is an error;
   * the run ends with `total: N passed, N failed, N skipped`.
 """
@@ -251,9 +253,15 @@ _verdicts = {}
 _RANK = {"passed": 0, "skipped": 1, "failed": 2}
 
 
+# xfail: only facil.io 0.7.6's own backend's known faults (test_api07.py)
+_xfails = []
+
+
 def pytest_runtest_logreport(report):
     if report.when != "call" and report.outcome == "passed":
         return
+    if getattr(report, "wasxfail", None) is not None:
+        _xfails.append(report.nodeid)
     old = _verdicts.get(report.nodeid)
     if old is None or _RANK[report.outcome] > _RANK[old]:
         _verdicts[report.nodeid] = report.outcome
@@ -271,6 +279,10 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter):
     n = {k: sum(1 for v in _verdicts.values() if v == k) for k in _RANK}
     line = f"total: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped"
+    if _xfails:
+        terminalreporter.write_line(
+            f"of the skipped: {len(_xfails)} xfail, known faults of facil.io 0.7.6's own "
+            f"TLS backend (the comparison peer, not this library): {', '.join(_xfails)}")
     f = terminalreporter.config.getoption("--summary-file")
     if f:
         with open(f, "w") as out:
