@@ -78,17 +78,18 @@ class Ctx:
         return srv
 
     def start(self, mode, args, label, program="fio_server", ready=True, env=None,
-              builds=None):
+              builds=None, port=None):
         """Starts a facil.io test server of link mode `mode` in its own
         session (facil.io may signal its whole process group) and waits for
         its READY line; retries on a port taken in the meantime. `builds`:
         where the programs are and their environments (its binary(mode,
         program) and env(mode, extra)); default this Ctx's, the beta4 build's
-        (the release build's: fiotest.api07.Paths07)."""
+        (the release build's: fiotest.api07.Paths07). `port`: the port
+        "{port}" stands for (default: a free one)."""
         builds = builds or self
         for _ in range(3):
             srv = self.server([builds.binary(mode, program), *args], f"{mode}-{label}",
-                              env=builds.env(mode, env), new_session=True)
+                              env=builds.env(mode, env), port=port, new_session=True)
             if not ready or srv.wait_ready():
                 return srv
             srv.stop()

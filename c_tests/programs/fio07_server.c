@@ -47,9 +47,11 @@
 
 #include "fio07_args.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *listen_port;
 static const char *key_password; /* --password */
@@ -271,6 +273,30 @@ static int usage(const char *prog) {
                      "[--trust CA] https|plain|alpn|refs|bench PORT ARGS...");
 }
 
+/* facil.io 0.7.6 never joins the root's sentinel threads (one per
+ * worker): at shutdown fio_worker_cleanup reaps the workers itself with
+ * wait(), the sentinels' waitpid() then fails, and they go on to read
+ * fio_data while the root may already be unmapping it in its destructor
+ * fio_lib_destroy: a SIGSEGV in fio_sentinel_worker_thread at exit (seen
+ * about once in 30 stops of `-w 2`, with no TLS code on either thread).
+ * The root therefore waits, at most 2 s, until its other threads are
+ * gone before it returns from main. */
+static int other_threads(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = -1;
+  if (!d)
+    return 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+static void wait_for_sentinels(void) {
+  for (int i = 0; i < 200 && other_threads() > 0; ++i)
+    usleep(10000);
+}
+
 int main(int argc, char **argv) {
   const char *threads_arg = "1", *workers_arg = "1", *file_arg = NULL;
   const fio07_option_s options[] = {
@@ -314,6 +340,8 @@ int main(int argc, char **argv) {
   }
   fio_state_callback_add(FIO_CALL_ON_START, print_ready, NULL);
   fio_start(.threads = threads, .workers = workers);
+  if (workers > 1 && getpid() == fio_parent_pid())
+    wait_for_sentinels();
   SAY("DESTROY\n");
   fio_tls_destroy(server_tls);
   free(bench_big);

@@ -20,10 +20,12 @@ import time
 
 import pytest
 
+from fiotest.acme import Pebble, missing_tools
 from fiotest.api07 import FATAL_STUB07, NONE, OURS, UPSTREAM
 from fiotest.ctx import FATAL_STUB
 from fiotest.peers import alpn_session, curl, curl_detail, s_client
 from fiotest.proc import excerpt, free_port, run
+from test_acme import wait_issued
 from test_torture import WsClient
 
 BACKENDS = (*OURS, UPSTREAM)
@@ -395,3 +397,43 @@ def test_example_http_chat(ctx, paths07, backend):
         b.close(2)
     except Exception as e:  # noqa: BLE001 - a failed check with the reason
         ctx.check("websocket chat over TLS", False, repr(e))
+
+
+@pytest.mark.facil
+def test_acme_names_without_files(ctx, paths07):
+    """ACME (issue 12) in the release build: a 2-worker fio07_server whose
+    names come with NULL files (fio_tls_new(name, NULL, NULL, NULL), then
+    fio_tls_cert_add(tls, name, NULL, NULL, NULL)) gets a certificate for
+    each from Debian's pebble by TLS-ALPN-01 on its own port; curl verifies
+    each against pebble's root and gets the application's answer."""
+    need(paths07, "static")
+    missing = missing_tools(("curl",))
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (Debian packages pebble, curl)")
+    names = ("a.acme.test", "b.acme.test")
+    pebble = Pebble(ctx, tls_port=free_port())
+    ctx.require("pebble and challtestsrv start", pebble.ready(), excerpt(pebble.log()))
+    cache = os.path.join(ctx.tmp, "acme-cache")
+    env = {"FIO_TLS_ACME_DIRECTORY": pebble.directory, "FIO_TLS_ACME_DIR": cache,
+           "FIO_TLS_ACME_CA_FILE": pebble.ca_file, "FIO_TLS_RELOAD_SECONDS": "1"}
+    args = ["-l", "4", "-w", "2", "https", "{port}"] + [a for n in names for a in (n, "-", "-")]
+    srv = ctx.start("static", args, "acme", program="fio07_server", env=env, builds=paths07,
+                    port=pebble.tls01)
+    ctx.require("server starts on pebble's tlsPort", srv.alive() and srv.port == pebble.tls01,
+                excerpt(srv.text()))
+    for name in names:
+        ctx.require(f"{name}: certificate issued by pebble", wait_issued(srv, name),
+                    f"{excerpt(srv.text())}\n--- pebble\n{excerpt(pebble.log())}")
+    time.sleep(2)  # FIO_TLS_RELOAD_SECONDS=1: every worker has loaded it
+    root = pebble.root_pem()
+    for name in names:
+        r = run(["curl", "-sS", "--cacert", root, "--resolve", f"{name}:{srv.port}:127.0.0.1",
+                 f"https://{name}:{srv.port}/"])
+        ctx.check(f"{name}: curl --cacert <pebble's root> verifies it and gets the answer",
+                  r.rc == 0 and r.out == HELLO, r.text)
+    ctx.check("one account and one order per name at pebble",
+              pebble.accounts_created() == 1 and pebble.orders() == len(names),
+              f"accounts {pebble.accounts_created()}, orders {pebble.orders()}")
+    ctx.check("no WARNING or ERROR from the library",
+              not re.search(r"^(WARNING|ERROR): fio_tls", srv.text(), re.M), excerpt(srv.text()))
+    clean_stop(ctx, "acme", srv)

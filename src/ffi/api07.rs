@@ -61,6 +61,10 @@ unsafe fn password(pk_password: *const c_char) -> Option<KeyPassword> {
 ///   `server_name` (or "localhost" when NULL), renewed before it expires.
 ///   facil.io 0.7.6's backend makes no certificate at all when
 ///   `server_name` is NULL too; ours can still serve.
+/// - Both files NULL with `FIO_TLS_ACME_DIRECTORY` set: `server_name` gets
+///   its certificate from that ACME CA (TLS-ALPN-01 answered on the
+///   application's own port), as in the beta4 build; the self-signed one
+///   serves until then.
 ///
 /// Everything else (watched files, TLS 1.2 and 1.3 only, key exchange
 /// groups, rotating session tickets, the handshake deadline, the
