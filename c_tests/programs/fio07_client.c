@@ -3,7 +3,7 @@
  * API07 suite (suites/test_api07.py) and make compare07.
  *
  *   fio07_client [-l LOG_LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY]
- *                [--password PW] [--close 1] URL
+ *                [--password PW] [--close 1] [--timeout SECONDS] URL
  *
  * One GET of URL (https://HOST:PORT/PATH) with http_connect(.tls) over
  * fio_tls_new(NAME, CERT, KEY, PW) (NAME default NULL; no --cert: no
@@ -14,6 +14,7 @@
  * on_finish runs, "DONE" after fio_start returned and the TLS object was
  * released, "TIMEOUT" when nothing came in 8 s (facil.io's client timeout is
  * 30 s).
+ * --timeout: http_connect's .timeout (facil.io's default 30 s).
  * Exit status 0 when a response came, 3 when none did.
  */
 #include <fio.h>
@@ -28,6 +29,7 @@
 
 static int got_response;
 static const char *close_arg; /* --close */
+static const char *timeout_arg; /* --timeout */
 /* fio_stop() is only seen when the reactor wakes up: a 50 ms tick stops it
  * once the work is done (or after 8 s) */
 static volatile int finished;
@@ -79,7 +81,7 @@ static void tick(void *ignored) {
 
 static int usage(const char *prog) {
   return fio07_usage(prog, "[-l LEVEL] [--name NAME] [--trust CA] [--cert CERT --key KEY] "
-                     "[--password PW] [--close 1] URL");
+                     "[--password PW] [--close 1] [--timeout SECONDS] URL");
 }
 
 int main(int argc, char **argv) {
@@ -91,6 +93,7 @@ int main(int argc, char **argv) {
                                     {"--cert", &cert},
                                     {"--key", &key},
                                     {"--close", &close_arg},
+                                    {"--timeout", &timeout_arg},
                                     {NULL, NULL}};
   int i = fio07_parse(argc, argv, options);
   if (i < 0)
@@ -107,7 +110,8 @@ int main(int argc, char **argv) {
   if (trust && tls)
     fio_tls_trust(tls, strcmp(trust, "system") ? trust : NULL);
   if (http_connect(argv[i], NULL, .on_response = on_response,
-                   .on_finish = on_finish, .tls = tls) == -1) {
+                   .on_finish = on_finish, .tls = tls,
+                   .timeout = timeout_arg ? (uint8_t)atoi(timeout_arg) : 0) == -1) {
     printf("CONNECT_FAILED\n");
     if (tls)
       fio_tls_destroy(tls);

@@ -16,6 +16,8 @@ with the reason otherwise.
 import os
 import re
 import socket
+import ssl
+import threading
 import time
 
 import pytest
@@ -184,6 +186,60 @@ def test_http_connect_trust(ctx, paths07, backend, case, bundle):
     ctx.check("client ends (on_finish, then fio_tls_destroy)",
               "FINISH" in out and "DONE" in out, out)
     upstream_fault(ctx, backend, {"wrong_name": "peer verification without a host name check"}.get(case))
+
+
+class SilentTlsServer:
+    """Python ssl on loopback: completes each handshake, reads the request
+    and never answers (the connection stays open until stop())."""
+
+    def __init__(self, cert, key):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held, self.requests = [], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+                conn = self.ctx.wrap_socket(raw, server_side=True)
+                self.held.append(conn)
+                conn.settimeout(5)
+                self.requests.append(conn.recv(4096))
+            except (OSError, ssl.SSLError):
+                if self.sock.fileno() == -1:
+                    return
+
+    def stop(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_http_connect_timeout_survives_the_handshake(ctx, paths07, backend, bundle):
+    """http_connect(.timeout = 2) to a server that takes the request and
+    never answers: facil.io's timeout closes the connection after about
+    2 s and on_finish runs. facil.io 0.7.6's fio_connect runs on_connect
+    (which sets the 2 s) right after fio_tls_connect, during the
+    handshake; the end of the handshake must not put back the timeout the
+    uuid had before it (0 here)."""
+    key, chain = ctx.pki.localhost
+    srv = SilentTlsServer(chain, key)
+    try:
+        t0 = time.monotonic()
+        rc, out = client(paths07, backend, "-l", "4", "--name", "localhost", "--trust", bundle,
+                         "--timeout", "2", f"https://localhost:{srv.port}/")
+        took = time.monotonic() - t0
+    finally:
+        srv.stop()
+    ctx.check("the request reached the server over TLS",
+              any(r.startswith(b"GET / HTTP/1.1") for r in srv.requests), repr(srv.requests))
+    ctx.check("facil.io's 2 s timeout closed the connection: on_finish, no response, "
+              "before the client's own 8 s guard",
+              rc == 3 and "FINISH" in out and "TIMEOUT" not in out and "STATUS" not in out,
+              f"{took:.1f} s\n{out}")
 
 
 def test_response_then_close(ctx, paths07, backend, bundle):

@@ -447,7 +447,11 @@ unsafe extern "C" fn handover_task(arg: *mut c_void, after_close: *mut c_void) {
             }
             log_warning!("uuid {:#x}: {msg}; the protocol callback runs on the closed uuid", conn.uuid);
         }
-        if !closed {
+        // The uuid's timeout goes back to what it was before the handshake,
+        // unless someone set another meanwhile: facil.io 0.7.x's
+        // fio_connect runs on_connect (http_connect's sets its .timeout)
+        // right after fio_tls_connect, while the handshake runs.
+        if !closed && sys::timeout_get(conn.uuid) == handshake_timeout() {
             sys::timeout_set(conn.uuid, conn.saved_timeout);
         }
         let selected = conn.lock().selected_alpn().map(<[u8]>::to_vec);
