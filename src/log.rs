@@ -36,9 +36,24 @@ pub fn enabled(level: Level) -> bool {
 
 /// Writes one line `"<LEVEL>: fio_tls: <message>\n"` if `level` is enabled.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    if !enabled(level) {
-        return;
+    if enabled(level) {
+        emit(level, args);
     }
+}
+
+/// [`write`] for the checks that run when the library is loaded, before
+/// `main`: facil.io 0.7.x's fio.h gives every file that includes it a weak
+/// zero `FIO_LOG_LEVEL`, which often wins over fio.c's INFO default, and
+/// the application has had no chance to set it yet; a level of 0 then
+/// counts as facil.io's default (INFO).
+pub fn write_at_load(level: Level, args: fmt::Arguments<'_>) {
+    let current = crate::facil::sys::log_level().filter(|&l| l != 0).unwrap_or(Level::Info as i32);
+    if (level as i32) <= current {
+        emit(level, args);
+    }
+}
+
+fn emit(level: Level, args: fmt::Arguments<'_>) {
     let mut line = String::with_capacity(128);
     line.push_str(level.prefix());
     line.push_str("fio_tls: ");

@@ -393,6 +393,28 @@ def test_broken_link_mode(ctx, paths07):
     ctx.check("documented failing mode: http.c's stub message and exit",
               rc not in (None, 0) and f"FATAL: {FATAL_STUB}" in text and "READY" not in text,
               f"rc={rc}\n{text}")
+    ctx.check("before it, the library's load-time ERROR names the shadowed functions and the "
+              "fix (shown although FIO_LOG_LEVEL is not set yet before main)",
+              re.search(r"^ERROR: fio_tls: libfio_tls07 is loaded but .*fio_tls_alpn_add.* "
+                        r"link libfio_tls07\.a", text, re.M) is not None, text)
+
+
+@pytest.mark.facil
+def test_beta4_library_in_a_release_program(ctx, paths, paths07, tmp_path):
+    """The beta4 build (libfio_tls.a) linked into a facil.io 0.7.6 program
+    links (the function names are the same) but cannot work: one ERROR at
+    load names the mistake and the library to link (libfio_tls07), before
+    facil.io's own FATAL line."""
+    need(paths07, "static")
+    exe = str(tmp_path / "fio07_server_beta4lib")
+    r = run(["cc", os.path.join(paths07.ct, "fio07_server.o"), paths.a, paths07.static,
+             "-lssl", "-lcrypto", "-lpthread", "-ldl", "-lm", "-o", exe])
+    ctx.require("links (same function names)", r.rc == 0, r.text)
+    r = run([exe, "https", str(free_port()), "localhost", "-", "-"], timeout=15)
+    ctx.check("one load-time ERROR: the beta4 API in a 0.7.x program, link libfio_tls07",
+              len(re.findall(r"^ERROR: fio_tls: libfio_tls implements facil.io 0.7.0.beta4's TLS "
+                             r"API, but this program's facil.io is a 0.7.x release.*link "
+                             r"libfio_tls07 \(make API=0.7\)", r.text, re.M)) == 1, r.text)
 
 
 def test_without_a_tls_library(ctx, paths07):

@@ -74,6 +74,9 @@ struct HostTable {
     protocol_unlock: Option<unsafe extern "C" fn(*mut FioProtocol, c_int)>,
     is_worker: Option<unsafe extern "C" fn() -> c_int>,
     state_callback_add: Option<unsafe extern "C" fn(c_int, Option<unsafe extern "C" fn(*mut c_void)>, *mut c_void)>,
+    /// Only whether it exists: facil.io has it from 0.7.0.beta7 on, the
+    /// release whose TLS API the `api07` build implements.
+    local_addr: Option<unsafe extern "C" fn()>,
 }
 
 // Weak references: a missing definition resolves to 0 instead of a link error.
@@ -94,6 +97,7 @@ core::arch::global_asm!(
     ".weak fio_protocol_unlock",
     ".weak fio_is_worker",
     ".weak fio_state_callback_add",
+    ".weak fio_local_addr",
     ".pushsection .data.rel.ro.fio_tls_host_table,\"aw\"",
     ".balign 8",
     ".globl fio_tls_private_host_table",
@@ -114,6 +118,7 @@ core::arch::global_asm!(
     ".8byte fio_protocol_unlock",
     ".8byte fio_is_worker",
     ".8byte fio_state_callback_add",
+    ".8byte fio_local_addr",
     ".popsection",
 );
 
@@ -140,6 +145,13 @@ pub fn log_level() -> Option<c_int> {
         // SAFETY: p is the address of facil.io's exported `int FIO_LOG_LEVEL`.
         Some(unsafe { core::ptr::read_volatile(p) })
     }
+}
+
+/// The TLS API of the facil.io in the process: `Some(true)` for a release
+/// API (0.7.0.beta7 to 0.7.6: it has `fio_local_addr`), `Some(false)` for
+/// the 0.7.0.beta4 API (and beta5, beta6), `None` without facil.io.
+pub fn host_has_release_api() -> Option<bool> {
+    host_present().then(|| host().local_addr.is_some())
 }
 
 /// `fio_is_worker`: true in a worker process once facil.io runs, and in

@@ -18,7 +18,7 @@
 //!    [`check_at_load`] runs when the library is loaded and logs an ERROR
 //!    naming the functions that resolve elsewhere and what to do.
 
-use crate::log::log_error;
+use crate::log;
 use libc::{c_char, c_void};
 use std::ffi::CStr;
 
@@ -111,6 +111,24 @@ pub fn resolved_elsewhere() -> Vec<(&'static str, String)> {
 /// archive starts): one ERROR line when facil.io's stand-ins shadow ours.
 extern "C" fn check_at_load() {
     super::boundary::ffi_boundary!("the load-time link check", {
+        let release = cfg!(feature = "api07");
+        if let Some(host_release) = crate::facil::sys::host_has_release_api() {
+            if host_release != release {
+                let (ours, theirs, other, how) = if release {
+                    ("facil.io 0.7.x's release TLS API", "0.7.0.beta4 (before beta7)", "libfio_tls", "make")
+                } else {
+                    ("facil.io 0.7.0.beta4's TLS API", "a 0.7.x release (it has fio_local_addr)", "libfio_tls07", "make API=0.7")
+                };
+                log::write_at_load(
+                    log::Level::Error,
+                    format_args!(
+                        "{LIB} implements {ours}, but this program's facil.io is {theirs}: TLS will not work; \
+                         link {other} ({how}) instead (README.md, \"facil.io 0.7.x\")"
+                    ),
+                );
+                return;
+            }
+        }
         let elsewhere = resolved_elsewhere();
         if elsewhere.is_empty() {
             return;
@@ -118,12 +136,13 @@ extern "C" fn check_at_load() {
         let names: Vec<&str> = elsewhere.iter().map(|(n, _)| *n).collect();
         let file = &elsewhere[0].1;
         let place = if file.is_empty() { "the program itself".to_string() } else { format!("\"{file}\"") };
-        log_error!(
-            "{LIB} is loaded but {} resolve to {place}, not to {LIB}: facil.io's stand-ins will run \
+        log::write_at_load(
+            log::Level::Error,
+            format_args!("{LIB} is loaded but {} resolve to {place}, not to {LIB}: facil.io's stand-ins will run \
              and exit with a FATAL line. A static libfacil.io.a always wins over a \
              shared {LIB}.so, and libfacil.io.so wins when it comes before {LIB}.so in the link order: \
              link {LIB}.a (any order), or link {LIB}.so before libfacil.io.so (README.md, \"Linking\")",
-            names.join(", ")
+            names.join(", ")),
         );
     })
 }

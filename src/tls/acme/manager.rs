@@ -215,7 +215,8 @@ pub fn run(settings: Settings, names: Vec<String>, _lock: File) {
     log::write(
         Level::Info,
         format_args!(
-            "ACME: process {} talks to {} for {} name(s): {}",
+            "ACME: process {} talks to {} for {} name(s): {}; it orders a certificate only for a name \
+             without a cached one or whose cached one is due for renewal",
             std::process::id(),
             settings.directory,
             names.len(),
