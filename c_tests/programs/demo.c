@@ -50,13 +50,14 @@ int main(int argc, char **argv) {
     fio_tls_destroy(tls);
     return 1;
   }
-  /* the name need not resolve (an ACME test name): --resolve points it
-   * at the listening address */
   printf("HTTPS demo listening on %s:%s (self-signed certificate for %s, or "
-         "the ACME CA's once issued). Try:\n"
-         "  curl -k --resolve %s:%s:%s https://%s:%s/\n",
-         address, port, name, name, port,
-         strcmp(address, "0.0.0.0") ? address : "127.0.0.1", name, port);
+         "the ACME CA's once issued). Try:\n",
+         address, port, name);
+  if (!strcmp(name, "localhost"))
+    printf("  curl -k https://localhost:%s/\n", port);
+  else /* the name need not resolve (an ACME test name) */
+    printf("  curl -k --resolve %s:%s:%s https://%s:%s/\n", name, port,
+           strcmp(address, "0.0.0.0") ? address : "127.0.0.1", name, port);
   fflush(stdout);
   fio_start(.threads = 1, .workers = 1);
   fio_tls_destroy(tls);
