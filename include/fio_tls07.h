@@ -31,7 +31,7 @@ struct fio_tls_s;
 /**
  * Extension: re-checks the watched files of `tls` (NULL: of every live
  * object) now, in every process of the application: each certificate's
- * certificate and key files and the CA file of fio_tls_trust. A changed
+ * certificate and key files and the CA files of fio_tls_trust. A changed
  * pair that loads (with the key password it was added with) serves new
  * handshakes; established connections keep theirs; an unusable change keeps
  * the old certificate with one WARNING. While facil.io runs, the request

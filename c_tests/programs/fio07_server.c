@@ -11,13 +11,14 @@
  * released; each mode prints what it saw, one fact a line.
  *
  *   fio07_server [-l LOG_LEVEL] [-t THREADS] [-w WORKERS] [-f FILE]
- *                [--password PW] [--trust CA] MODE PORT ARGS...
+ *                [--password PW] [--trust CA[,CA]...] MODE PORT ARGS...
  *
  *   https PORT NAME CERT KEY [NAME CERT KEY]...
  *       http_listen(.tls) over fio_tls_new(NAME, CERT, KEY, PW), then one
  *       fio_tls_cert_add per further triple (SNI). "-" passes NULL (NAME with
  *       CERT and KEY "-": a self-signed certificate). --password PW is every
- *       triple's pk_password; --trust CA calls fio_tls_trust (mTLS). Prints
+ *       triple's pk_password; --trust CA[,CA]... calls fio_tls_trust once per
+ *       CA file in that order ("system": NULL) for mTLS. Prints
  *       "TLS_NEW object|null" (null: it prints "NOT_LISTENING" and returns).
  *       GET / answers "hello fio07\n"; GET /ws upgrades to a websocket that
  *       echoes each message back prefixed with "echo:".
@@ -121,8 +122,13 @@ static int start_https(char **a, int n) {
   for (int i = 3; i < n; i += 3)
     fio_tls_cert_add(server_tls, arg(a[i]), arg(a[i + 1]), arg(a[i + 2]),
                      key_password);
-  if (trust_ca)
-    fio_tls_trust(server_tls, strcmp(trust_ca, "system") ? trust_ca : NULL);
+  for (const char *ca = trust_ca; ca && *ca;) {
+    size_t len = strcspn(ca, ",");
+    char file[4096];
+    snprintf(file, sizeof(file), "%.*s", (int)len, ca);
+    fio_tls_trust(server_tls, strcmp(file, "system") ? file : NULL);
+    ca += len + (ca[len] == ',');
+  }
   return http_listen(listen_port, "127.0.0.1", .on_request = on_https_request,
                      .on_upgrade = on_https_upgrade, .tls = server_tls,
                      .timeout = 10) == -1
@@ -270,7 +276,7 @@ static int start_bench(char **a, int n) {
 
 static int usage(const char *prog) {
   return fio07_usage(prog, "[-l LEVEL] [-t THREADS] [-w WORKERS] [-f FILE] [--password PW] "
-                     "[--trust CA] https|plain|alpn|refs|bench PORT ARGS...");
+                     "[--trust CA[,CA]...] https|plain|alpn|refs|bench PORT ARGS...");
 }
 
 /* facil.io 0.7.6 never joins the root's sentinel threads (one per

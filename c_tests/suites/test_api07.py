@@ -297,6 +297,27 @@ def test_mtls(ctx, paths07, backend, bundle):
     upstream_fault(ctx, backend, "SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT")
 
 
+def test_mtls_trust_adds(ctx, paths07, backend):
+    """fio_tls_trust called twice adds to the trust list, as facil.io 0.7.6
+    documents ("Adds a certificate to the trust list"): a client certificate
+    of either CA file is answered, one of neither is refused."""
+    p = ctx.pki
+    key, chain = p.localhost
+    srv = start(ctx, paths07, backend, ["--trust", f"{p.ca_pem},{p.other_ca_pem}", "https", "{port}",
+                                        "localhost", chain, key], "mtls-two")
+    if not ctx.check("server starts", srv.alive(), excerpt(srv.text())):
+        return
+    for what, (k, c), admitted in (("the first CA file", p.client, True),
+                                   ("the second CA file", p.client_other, True),
+                                   ("neither CA file (self-signed)", p.selfsigned, False)):
+        r = curl(ctx, srv.port, opts=("-k", "--cert", c, "--key", k))
+        ok = (r.status == "200" and r.body == HELLO) if admitted else r.status != "200"
+        ctx.check(f"client certificate of {what}: {'answered' if admitted else 'refused'}", ok,
+                  curl_detail(r))
+    clean_stop(ctx, "mtls-two", srv)
+    upstream_fault(ctx, backend, None)
+
+
 def test_pk_password(ctx, paths07, backend, bundle):
     """An encrypted PKCS#8 key with the right pk_password serves; the wrong
     password is one ERROR line naming the key, no exit(), nothing served."""

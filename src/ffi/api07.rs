@@ -22,7 +22,7 @@
 
 use super::boundary::ffi_boundary;
 use super::handle::Lookup;
-use super::{add_cert, fio_tls_s, new_object, object, opt_str, remove, report_bad, start, trust, OBJECTS};
+use super::{add_cert, fio_tls_s, new_object, object, opt_str, remove, report_bad, start, trust, TrustCall, OBJECTS};
 use crate::facil::v076::{Alpn, OnCleanup, OnSelected, Registration};
 use crate::log::log_error;
 use crate::tls::{KeyPassword, Role};
@@ -217,18 +217,21 @@ pub unsafe extern "C" fn fio_tls_alpn_count(tls: *mut fio_tls_s) -> usize {
 /// - Server (`fio_tls_accept`): mutual TLS; clients must present a
 ///   certificate from these CAs.
 ///
-/// NULL uses OpenSSL's default trust store (facil.io's backend ignores a
-/// NULL). A second call **replaces** the CA file (facil.io's backend adds
-/// to a list): put several CAs in one file. The file is watched like the
-/// certificate files. On error (unreadable or invalid file; facil.io's
-/// backend exits) one ERROR line and nothing changes. Thread-safe.
+/// Each call **adds** to the trust list, as facil.io 0.7.6 documents:
+/// peers are verified against the CAs of every file given (and the system
+/// store, if NULL was given). NULL adds OpenSSL's default trust store
+/// (facil.io's backend ignores a NULL). Giving the same path (or NULL)
+/// again reloads that source instead of adding it twice. Each file is
+/// watched like the certificate files. On error (unreadable or invalid
+/// file; facil.io's backend exits) one ERROR line and nothing changes: the
+/// sources added before stay in use. Thread-safe.
 ///
 /// # Safety
 /// `tls` may be any value (see `fio_tls_destroy`); `public_cert_file` NULL
 /// or a NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, public_cert_file: *const c_char) {
-    ffi_boundary!("fio_tls_trust", { trust(tls, public_cert_file) })
+    ffi_boundary!("fio_tls_trust", { trust(tls, public_cert_file, TrustCall::Add) })
 }
 
 /// Starts the server side of TLS on an accepted connection (facil.io's

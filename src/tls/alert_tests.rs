@@ -30,7 +30,7 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
 fn a_client_without_the_required_certificate_reads_the_alert_not_a_reset() {
     let mut server_cfg: TlsConfig<u8> = TlsConfig::new(Some("mtls.test"), None, None).unwrap();
     let ca = server_cfg.certs()[0].chain[0].clone();
-    server_cfg.trust_with(Trust::Cas(vec![ca]));
+    server_cfg.trust_with(Trust::cas(vec![ca]));
     let server_ctx = server_cfg.build().unwrap().server;
     let client_ctx = TlsConfig::<u8>::new(None, None, None).unwrap().build().unwrap().client;
 

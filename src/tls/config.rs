@@ -665,48 +665,69 @@ pub struct Protocol<H> {
     pub handler: H,
 }
 
-/// Where trusted CA certificates come from.
+/// The CA certificates peers are verified against: the system trust
+/// store, CA certificates from files, or both (the union of every
+/// `fio_tls_trust` call of the release API).
 #[derive(Clone)]
-pub enum Trust {
-    /// The CA certificates of one PEM file.
-    Cas(Vec<X509>),
-    /// OpenSSL's default verify paths (the system trust store).
-    System,
+pub struct Trust {
+    /// OpenSSL's default verify paths (the system trust store) are used.
+    pub system: bool,
+    /// CA certificates loaded from files, in the order added.
+    pub cas: Vec<X509>,
 }
 
 impl Trust {
+    /// Only these CA certificates.
+    pub fn cas(cas: Vec<X509>) -> Self {
+        Trust { system: false, cas }
+    }
+
     /// Loads `ca_file` (PEM or DER, one or more certificates), or the system store
     /// when `None`.
     pub fn load(ca_file: Option<&str>) -> Result<Self, ConfigError> {
         match ca_file {
-            None => Ok(Trust::System),
-            Some(path) => pem::load_ca_certificates(path).map(Trust::Cas),
+            None => Ok(Trust { system: true, cas: Vec::new() }),
+            Some(path) => pem::load_ca_certificates(path).map(Trust::cas),
         }
     }
 
+    /// Everything any of `sources` trusts; `None` when there are none
+    /// (no peer verification).
+    fn union<'a>(sources: impl IntoIterator<Item = &'a Trust>) -> Option<Trust> {
+        let mut all: Option<Trust> = None;
+        for t in sources {
+            let u = all.get_or_insert_with(|| Trust::cas(Vec::new()));
+            u.system |= t.system;
+            u.cas.extend(t.cas.iter().cloned());
+        }
+        all
+    }
+
     fn apply(&self, b: &mut SslContextBuilder, server: bool) -> Result<(), ConfigError> {
-        match self {
-            Trust::System => {
-                b.set_default_verify_paths()?;
-                if let Some((file, dir)) = distribution_store() {
-                    b.load_verify_locations(file, dir)?;
-                }
+        if self.system {
+            b.set_default_verify_paths()?;
+            if let Some((file, dir)) = distribution_store() {
+                b.load_verify_locations(file, dir)?;
             }
-            Trust::Cas(cas) => {
-                let mut store = X509StoreBuilder::new()?;
-                for ca in cas {
-                    store.add_cert(ca.clone())?;
-                }
-                b.set_verify_cert_store(store.build())?;
-                if server {
-                    // Name the acceptable CAs in the CertificateRequest.
-                    let mut names = Stack::new()?;
-                    for ca in cas {
-                        names.push(ca.subject_name().to_owned()?)?;
-                    }
-                    b.set_client_ca_list(names);
-                }
+            // Files' CAs join the system ones in the context's own store.
+            for ca in &self.cas {
+                b.cert_store_mut().add_cert(ca.clone())?;
             }
+        } else {
+            let mut store = X509StoreBuilder::new()?;
+            for ca in &self.cas {
+                store.add_cert(ca.clone())?;
+            }
+            b.set_verify_cert_store(store.build())?;
+        }
+        if server && !self.cas.is_empty() {
+            // Name the acceptable CAs of the files in the CertificateRequest
+            // (the system store's are not listed).
+            let mut names = Stack::new()?;
+            for ca in &self.cas {
+                names.push(ca.subject_name().to_owned()?)?;
+            }
+            b.set_client_ca_list(names);
         }
         let mode = if server {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
@@ -723,10 +744,12 @@ impl Trust {
         let mut h = Sha256::new();
         match trust {
             None => h.update(b"no peer verification"),
-            Some(Trust::System) => h.update(b"system trust store"),
-            Some(Trust::Cas(cas)) => {
-                h.update(b"CA file");
-                for ca in cas {
+            Some(t) => {
+                if t.system {
+                    h.update(b"system trust store");
+                }
+                h.update(b"CA files");
+                for ca in &t.cas {
                     let der = ca.to_der()?;
                     h.update(&(der.len() as u64).to_be_bytes());
                     h.update(&der);
@@ -737,21 +760,31 @@ impl Trust {
     }
 
     fn same_as(&self, other: &Trust) -> bool {
-        match (self, other) {
-            (Trust::System, Trust::System) => true,
-            (Trust::Cas(a), Trust::Cas(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_der().ok() == y.to_der().ok())
-            }
-            _ => false,
-        }
+        self.system == other.system
+            && self.cas.len() == other.cas.len()
+            && self.cas.iter().zip(&other.cas).all(|(x, y)| x.to_der().ok() == y.to_der().ok())
     }
 }
 
-/// Peer verification loaded by `fio_tls_trust`, with the watch on its CA
-/// file (none for the system store).
+/// Where one [`LoadedTrust`] came from: what makes a second
+/// `fio_tls_trust` of the same source replace the first instead of
+/// adding to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustOrigin {
+    /// A CA file, by the path it was given as.
+    File(String),
+    /// The system trust store (`fio_tls_trust(tls, NULL)`).
+    System,
+    /// Certificates given in memory (tests); never merged.
+    Memory,
+}
+
+/// One source of peer verification loaded by `fio_tls_trust`, with the
+/// watch on its CA file (none for the system store).
 #[derive(Clone)]
 pub struct LoadedTrust {
     pub trust: Trust,
+    pub origin: TrustOrigin,
     pub file: Option<Arc<Mutex<Watch>>>,
 }
 
@@ -760,7 +793,11 @@ impl LoadedTrust {
     pub fn load(ca_file: Option<&str>) -> Result<Self, ConfigError> {
         let watch = ca_file.map(|p| Watch::new(&[p]));
         let trust = Trust::load(ca_file)?;
-        Ok(LoadedTrust { trust, file: watch.map(|w| Arc::new(Mutex::new(w))) })
+        let origin = match ca_file {
+            Some(p) => TrustOrigin::File(p.to_string()),
+            None => TrustOrigin::System,
+        };
+        Ok(LoadedTrust { trust, origin, file: watch.map(|w| Arc::new(Mutex::new(w))) })
     }
 }
 
@@ -779,8 +816,9 @@ pub struct TlsConfig<H> {
     client_slot: Option<usize>,
     /// In the order added = the server's order of preference.
     protocols: Vec<Protocol<H>>,
-    /// Peer verification, off by default (facil.io's anonymous mode).
-    trust: Option<LoadedTrust>,
+    /// Peer verification against the union of these sources; empty (the
+    /// default) is facil.io's anonymous mode.
+    trust: Vec<LoadedTrust>,
     /// Contexts of the last build still valid for these settings.
     server_ctx: Option<SslContext>,
     client_ctx: Option<SslContext>,
@@ -862,7 +900,7 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             certs: Certs::new(first),
             client_slot,
             protocols: Vec::new(),
-            trust: None,
+            trust: Vec::new(),
             server_ctx: None,
             client_ctx: None,
         }
@@ -893,7 +931,7 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         }
         let becomes_client = self.client_slot.is_none() && !loaded.entry.self_signed;
         let client_ctx = if becomes_client {
-            Some(client_builder(&self.protocols, self.trust(), Some(&loaded.entry))?.build())
+            Some(client_builder(&self.protocols, self.trust().as_ref(), Some(&loaded.entry))?.build())
         } else {
             None
         };
@@ -935,27 +973,43 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         Ok(())
     }
 
-    /// Turns on peer verification against `ca_file` (or the system store),
-    /// watching the file.
+    /// Turns on peer verification against `ca_file` (or the system store)
+    /// alone, watching the file: replaces every earlier source.
     pub fn set_trust(&mut self, ca_file: Option<&str>) -> Result<(), ConfigError> {
         self.trust_loaded(LoadedTrust::load(ca_file)?);
         Ok(())
     }
 
-    /// Turns on peer verification with `trust` (not watched).
+    /// Turns on peer verification with `trust` alone (not watched).
     pub fn trust_with(&mut self, trust: Trust) {
-        self.trust_loaded(LoadedTrust { trust, file: None });
+        self.trust_loaded(LoadedTrust { trust, origin: TrustOrigin::Memory, file: None });
     }
 
-    /// Turns on peer verification with a [`LoadedTrust`].
+    /// Turns on peer verification with a [`LoadedTrust`] alone: it
+    /// replaces every earlier source (the beta4 build's `fio_tls_trust`).
     pub fn trust_loaded(&mut self, trust: LoadedTrust) {
-        self.trust = Some(trust);
+        self.trust = vec![trust];
         self.server_ctx = None;
         self.client_ctx = None;
     }
 
-    fn trust(&self) -> Option<&Trust> {
-        self.trust.as_ref().map(|t| &t.trust)
+    /// Adds a source of peer verification: peers are then verified against
+    /// the union of all sources (facil.io 0.7.x's `fio_tls_trust`, which
+    /// adds to a trust list). A source of the same origin (the same CA
+    /// file path, or the system store) is replaced in place instead.
+    pub fn trust_added(&mut self, trust: LoadedTrust) {
+        let same = |t: &&mut LoadedTrust| t.origin != TrustOrigin::Memory && t.origin == trust.origin;
+        match self.trust.iter_mut().find(same) {
+            Some(slot) => *slot = trust,
+            None => self.trust.push(trust),
+        }
+        self.server_ctx = None;
+        self.client_ctx = None;
+    }
+
+    /// The union of the trust sources; `None`: no peer verification.
+    fn trust(&self) -> Option<Trust> {
+        Trust::union(self.trust.iter().map(|t| &t.trust))
     }
 
     /// The certificate table (shared with the dispatcher contexts).
@@ -978,13 +1032,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     pub fn build(&mut self) -> Result<Built<H>, ConfigError> {
         let server = match &self.server_ctx {
             Some(c) => c.clone(),
-            None => dispatcher(&self.certs, &self.certs.get(0), &self.protocols, self.trust())?,
+            None => dispatcher(&self.certs, &self.certs.get(0), &self.protocols, self.trust().as_ref())?,
         };
         let client = match &self.client_ctx {
             Some(c) => c.clone(),
             None => {
                 let entry = self.client_slot.map(|s| self.certs.get(s));
-                client_builder(&self.protocols, self.trust(), entry.as_deref())?.build()
+                client_builder(&self.protocols, self.trust().as_ref(), entry.as_deref())?.build()
             }
         };
         self.server_ctx = Some(server.clone());
@@ -994,7 +1048,7 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             client,
             protocols: self.protocols.clone(),
             server_name: self.server_name.clone(),
-            verify_peer: self.trust.is_some(),
+            verify_peer: !self.trust.is_empty(),
         })
     }
 
@@ -1146,9 +1200,9 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// swapped in (the dispatcher for slot 0, the client context for the
     /// client certificate), so that a failure leaves everything as it was.
     fn prepare_swap(&mut self, slot: usize, entry: &CertEntry) -> Result<(), ConfigError> {
-        let server = if slot == 0 { Some(dispatcher(&self.certs, entry, &self.protocols, self.trust())?) } else { None };
+        let server = if slot == 0 { Some(dispatcher(&self.certs, entry, &self.protocols, self.trust().as_ref())?) } else { None };
         let client = if Some(slot) == self.client_slot {
-            Some(client_builder(&self.protocols, self.trust(), Some(entry))?.build())
+            Some(client_builder(&self.protocols, self.trust().as_ref(), Some(entry))?.build())
         } else {
             None
         };
@@ -1161,21 +1215,33 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
         Ok(())
     }
 
-    /// The CA file part of [`TlsConfig::check`]; true when it was reloaded.
+    /// The CA file part of [`TlsConfig::check`]; true when one was reloaded.
     fn check_trust(&mut self, say: &Reporter) -> bool {
-        let Some(loaded) = &self.trust else { return false };
-        let Some(file) = loaded.file.clone() else { return false };
+        let mut rebuilt = false;
+        for i in 0..self.trust.len() {
+            rebuilt |= self.check_trust_source(i, say);
+        }
+        rebuilt
+    }
+
+    /// Reloads the CA file of trust source `i` when it changed; true when
+    /// the contexts were rebuilt with it.
+    fn check_trust_source(&mut self, i: usize, say: &Reporter) -> bool {
+        let Some(file) = self.trust[i].file.clone() else { return false };
         let mut watch = file.lock().unwrap_or_else(|p| p.into_inner());
         let Poll::Changed(stamps) = watch.poll() else { return false };
         let path = watch.files()[0].path().to_string();
         let outcome = Trust::load(Some(&path)).and_then(|trust| {
-            if trust.same_as(&loaded.trust) {
+            if trust.same_as(&self.trust[i].trust) {
                 return Ok(None);
             }
+            let union = Trust::union(
+                self.trust.iter().enumerate().map(|(j, t)| if j == i { &trust } else { &t.trust }),
+            );
             let current = self.certs.get(0);
-            let server = dispatcher(&self.certs, &current, &self.protocols, Some(&trust))?;
+            let server = dispatcher(&self.certs, &current, &self.protocols, union.as_ref())?;
             let client_entry = self.client_slot.map(|s| self.certs.get(s));
-            let client = client_builder(&self.protocols, Some(&trust), client_entry.as_deref())?.build();
+            let client = client_builder(&self.protocols, union.as_ref(), client_entry.as_deref())?.build();
             Ok(Some((trust, server, client)))
         });
         match outcome {
@@ -1185,16 +1251,13 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
             }
             Ok(Some((trust, server, client))) => {
                 watch.loaded(stamps);
-                let n = match &trust {
-                    Trust::Cas(cas) => cas.len(),
-                    Trust::System => 0,
-                };
+                let n = trust.cas.len();
                 say.say(
                     Level::Info,
                     format_args!("reloaded CA file \"{path}\": {n} certificate(s); new handshakes verify peers against them"),
                 );
                 drop(watch);
-                self.trust = Some(LoadedTrust { trust, file: Some(file) });
+                self.trust[i].trust = trust;
                 self.server_ctx = Some(server);
                 self.client_ctx = Some(client);
                 true
@@ -2028,19 +2091,84 @@ mod tests {
         let got = take(&lines);
         assert!(got.len() == 1 && got[0].0 == Level::Info && got[0].1.contains("2 certificate(s)"), "{got:?}");
         // The new store admits a client of CA two.
-        let built = cfg.build().unwrap();
-        let client_key = testutil::key();
-        let client_cert = testutil::cert(&client_key, "client", &[], Usage::Client, Some((&ca2, &ca2_key)));
+        admits(&cfg.build().unwrap(), &client_of(&ca2, &ca2_key)).expect("a client of the new CA is admitted");
+    }
+
+    /// A client key and certificate issued by `ca`.
+    fn client_of(ca: &X509, ca_key: &PKey<Private>) -> (PKey<Private>, X509) {
+        let key = testutil::key();
+        let cert = testutil::cert(&key, "client", &[], Usage::Client, Some((ca, ca_key)));
+        (key, cert)
+    }
+
+    /// Whether the server context of `built` admits a client presenting
+    /// `client` (mutual TLS); the server's reason when it does not.
+    fn admits(built: &Built<u8>, client: &(PKey<Private>, X509)) -> Result<(), String> {
         let (s, c) = UnixStream::pair().unwrap();
         let server_ctx = built.server.clone();
         let server = std::thread::spawn(move || Ssl::new(&server_ctx).unwrap().accept(s).map(|_| ()).map_err(|e| e.to_string()));
         let mut b = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
         b.set_verify(SslVerifyMode::NONE);
-        b.set_private_key(&client_key).unwrap();
-        b.set_certificate(&client_cert).unwrap();
+        b.set_private_key(&client.0).unwrap();
+        b.set_certificate(&client.1).unwrap();
         let ctx = b.build();
         let _stream = Ssl::new(&ctx).unwrap().connect(c).map_err(|e| e.to_string());
-        server.join().unwrap().expect("a client of the new CA is admitted");
+        server.join().unwrap()
+    }
+
+    #[test]
+    fn added_trust_sources_verify_as_a_union_and_a_replacing_one_alone() {
+        let dir = TempDir::new("trustadd");
+        let cas: Vec<(PKey<Private>, X509)> = ["CA one", "CA two", "CA three"]
+            .iter()
+            .map(|cn| {
+                let key = testutil::key();
+                let cert = testutil::cert(&key, cn, &[], Usage::Ca, None);
+                (key, cert)
+            })
+            .collect();
+        let clients: Vec<_> = cas.iter().map(|(k, c)| client_of(c, k)).collect();
+        let f1 = dir.file("ca1.pem", &cas[0].1.to_pem().unwrap());
+        let f2 = dir.file("ca2.pem", &cas[1].1.to_pem().unwrap());
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("s.test"), None, None).unwrap();
+        cfg.trust_added(LoadedTrust::load(Some(&f1)).unwrap());
+        cfg.trust_added(LoadedTrust::load(Some(&f2)).unwrap());
+        // The same file again reloads its source; it is not listed twice.
+        cfg.trust_added(LoadedTrust::load(Some(&f1)).unwrap());
+        assert_eq!(cfg.trust.len(), 2);
+        let built = cfg.build().unwrap();
+        admits(&built, &clients[0]).expect("added: a client of the first CA file");
+        admits(&built, &clients[1]).expect("added: a client of the second CA file");
+        assert!(admits(&built, &clients[2]).is_err(), "a client of a CA in neither file");
+
+        // A changed file reloads its own source; the other stays.
+        let (say, lines) = capture();
+        assert!(!check_now(&mut cfg, &say).rebuilt);
+        pause();
+        std::fs::write(&f2, cas[2].1.to_pem().unwrap()).unwrap();
+        assert!(check_now(&mut cfg, &say).rebuilt);
+        let got = take(&lines);
+        assert!(got.len() == 1 && got[0].0 == Level::Info && got[0].1.contains(&f2), "{got:?}");
+        let built = cfg.build().unwrap();
+        admits(&built, &clients[0]).expect("after the reload of the other file: the first CA");
+        admits(&built, &clients[2]).expect("after the reload: the CA now in the second file");
+        assert!(admits(&built, &clients[1]).is_err(), "the CA no longer in the second file");
+
+        // set_trust (the beta4 build's fio_tls_trust) replaces every source.
+        cfg.set_trust(Some(&f1)).unwrap();
+        assert_eq!(cfg.trust.len(), 1);
+        let built = cfg.build().unwrap();
+        admits(&built, &clients[0]).expect("replaced: the CA of the file given last");
+        assert!(admits(&built, &clients[2]).is_err(), "replaced: the CA of the file given before");
+
+        // The system store plus a file: the file's CA goes into the
+        // context's own store next to the system CAs.
+        let mut cfg: TlsConfig<u8> = TlsConfig::new(Some("s.test"), None, None).unwrap();
+        cfg.trust_added(LoadedTrust::load(None).unwrap());
+        cfg.trust_added(LoadedTrust::load(Some(&f1)).unwrap());
+        let built = cfg.build().unwrap();
+        admits(&built, &clients[0]).expect("system store and a file: a client of the file's CA");
+        assert!(admits(&built, &clients[1]).is_err(), "system store and a file: a client of an unknown CA");
     }
 
     #[test]

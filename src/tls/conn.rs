@@ -830,7 +830,7 @@ mod tests {
     /// its own root).
     fn verifying_client(ca: &openssl::x509::X509) -> Built<u8> {
         let mut cfg: TlsConfig<u8> = TlsConfig::new(None, None, None).unwrap();
-        cfg.trust_with(crate::tls::config::Trust::Cas(vec![ca.clone()]));
+        cfg.trust_with(crate::tls::config::Trust::cas(vec![ca.clone()]));
         cfg.build().unwrap()
     }
 

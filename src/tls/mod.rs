@@ -23,7 +23,7 @@ mod alert_tests;
 #[cfg(test)]
 mod groups_tests;
 
-pub use config::{Built, CertEntry, CheckStep, Certs, LoadedCert, LoadedTrust, Protocol, TlsConfig, Trust};
+pub use config::{Built, CertEntry, CheckStep, Certs, LoadedCert, LoadedTrust, Protocol, TlsConfig, Trust, TrustOrigin};
 pub use conn::{Connection, Handshake, Phase, ReadOutcome, Role};
 pub use error::{ConfigError, ErrorKind};
 pub use pem::KeyPassword;
