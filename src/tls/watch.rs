@@ -186,10 +186,16 @@ impl Watch {
 
     /// Loading the files as of `stamps` failed. Returns whether to report
     /// it: not when the files changed again while they were read (a writer
-    /// still at work: the next poll tries again), nor when this very state
-    /// was reported before.
-    pub fn failed(&mut self, stamps: Stamps) -> bool {
+    /// still at work: the next poll tries again), not while one file of a
+    /// pair is missing and the other was put in place less than
+    /// [`PAIR_SETTLE_SECS`] ago (see [`Watch::pair_being_created`]), nor
+    /// when this very state was reported before. `now`: seconds since the
+    /// epoch.
+    pub fn failed(&mut self, stamps: Stamps, now: i64) -> bool {
         if self.stamps_now() != stamps {
+            return false;
+        }
+        if self.pair_being_created(&stamps, now) {
             return false;
         }
         if self.failed == Some(stamps) {
@@ -197,6 +203,25 @@ impl Watch {
         }
         self.failed = Some(stamps);
         true
+    }
+}
+
+/// How long after one file of a pair appears the other may still be
+/// missing without a report, in seconds.
+pub const PAIR_SETTLE_SECS: i64 = 2;
+
+impl Watch {
+    /// A pair whose one file is missing (ENOENT) while the other was
+    /// created, renamed or written (its ctime) at most [`PAIR_SETTLE_SECS`]
+    /// before `now`: a writer that puts the files in place one at a time
+    /// (ACME's first certificate of a name, `cp key.pem ...; cp cert.pem
+    /// ...`) is most likely between the two. The poll after the settle time
+    /// loads again and reports a file that is still missing.
+    fn pair_being_created(&self, stamps: &Stamps, now: i64) -> bool {
+        let group = &stamps[..self.files.len()];
+        group.len() == 2
+            && group.iter().any(|s| *s == Stamp::Error(libc::ENOENT))
+            && group.iter().any(|s| matches!(s, Stamp::File { ctime, .. } if now - ctime.0 <= PAIR_SETTLE_SECS))
     }
 }
 
@@ -365,9 +390,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         std::fs::write(&crt, b"crt v2 (the key is not written yet)").unwrap();
         let Poll::Changed(s) = w.poll() else { panic!() };
-        assert!(w.failed(s), "the first failure of a state is reported");
+        assert!(w.failed(s, unix_now()), "the first failure of a state is reported");
         assert_eq!(w.poll(), Poll::StillFailing, "no retry, no report, while nothing changes");
-        assert!(!w.failed(s), "never twice for one state");
+        assert!(!w.failed(s, unix_now()), "never twice for one state");
         // The second file of the pair arrives: tried again.
         std::fs::write(&key, b"key v2").unwrap();
         let Poll::Changed(s2) = w.poll() else { panic!("the next change is tried again") };
@@ -387,8 +412,32 @@ mod tests {
         // ... the writer goes on while we read ...
         std::thread::sleep(std::time::Duration::from_millis(5));
         std::fs::write(&crt, b"v2 half and the rest").unwrap();
-        assert!(!w.failed(s), "not reported: the file moved on");
+        assert!(!w.failed(s, unix_now()), "not reported: the file moved on");
         assert!(matches!(w.poll(), Poll::Changed(_)), "and tried again");
+    }
+
+    #[test]
+    fn a_pair_whose_second_file_is_not_there_yet_is_reported_only_after_the_settle_time() {
+        let dir = TempDir::new("watchpair");
+        let key = dir.file("k.pem", b"old key");
+        let crt = dir.file("c.pem", b"old cert");
+        let mut w = Watch::new(&[&key, &crt]);
+        // The key is replaced first; the certificate is not there yet.
+        std::fs::remove_file(&crt).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(format!("{key}.new"), b"new key").unwrap();
+        std::fs::rename(format!("{key}.new"), &key).unwrap();
+        let Poll::Changed(s) = w.poll() else { panic!() };
+        let now = unix_now();
+        assert!(!w.failed(s, now), "not reported: the certificate may be on its way");
+        assert!(matches!(w.poll(), Poll::Changed(_)), "and tried again at the next poll");
+        assert!(w.failed(s, now + PAIR_SETTLE_SECS + 1), "still missing after the settle time: reported");
+        assert_eq!(w.poll(), Poll::StillFailing);
+        // Both files present but not loadable: reported at once.
+        let mut w = Watch::new(&[&key, &key]);
+        std::fs::write(&key, b"garbage").unwrap();
+        let Poll::Changed(s) = w.poll() else { panic!() };
+        assert!(w.failed(s, now), "no file missing: reported at once");
     }
 
     #[test]
