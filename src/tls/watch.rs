@@ -220,7 +220,7 @@ impl Watch {
     fn pair_being_created(&self, stamps: &Stamps, now: i64) -> bool {
         let group = &stamps[..self.files.len()];
         group.len() == 2
-            && group.iter().any(|s| *s == Stamp::Error(libc::ENOENT))
+            && group.contains(&Stamp::Error(libc::ENOENT))
             && group.iter().any(|s| matches!(s, Stamp::File { ctime, .. } if now - ctime.0 <= PAIR_SETTLE_SECS))
     }
 }
@@ -381,12 +381,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_failure_is_reported_once_per_change() {
-        let dir = TempDir::new("watchfail");
+    /// A key and a certificate file (contents "key v1", "crt v1") in a
+    /// new temporary directory, watched as a pair.
+    fn watched_pair(tag: &str) -> (TempDir, String, String, Watch) {
+        let dir = TempDir::new(tag);
         let key = dir.file("k.pem", b"key v1");
         let crt = dir.file("c.pem", b"crt v1");
-        let mut w = Watch::new(&[&key, &crt]);
+        let w = Watch::new(&[&key, &crt]);
+        (dir, key, crt, w)
+    }
+
+    #[test]
+    fn a_failure_is_reported_once_per_change() {
+        let (_dir, key, crt, mut w) = watched_pair("watchfail");
         std::thread::sleep(std::time::Duration::from_millis(5));
         std::fs::write(&crt, b"crt v2 (the key is not written yet)").unwrap();
         let Poll::Changed(s) = w.poll() else { panic!() };
@@ -418,10 +425,7 @@ mod tests {
 
     #[test]
     fn a_pair_whose_second_file_is_not_there_yet_is_reported_only_after_the_settle_time() {
-        let dir = TempDir::new("watchpair");
-        let key = dir.file("k.pem", b"old key");
-        let crt = dir.file("c.pem", b"old cert");
-        let mut w = Watch::new(&[&key, &crt]);
+        let (_dir, key, crt, mut w) = watched_pair("watchpair");
         // The key is replaced first; the certificate is not there yet.
         std::fs::remove_file(&crt).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
