@@ -583,10 +583,12 @@ def test_scale_10000_names(ctx):
               m and int(m.group(1)) == NAMES and added < 2.0, excerpt(big.text()))
     figures.append(f"adds: {NAMES} names (fio_tls_new + fio_tls_cert_add, symlinked pairs): "
                    f"{added:.3f} s" if added is not None else "adds: ?")
-    # handshake CPU in interleaved rounds; each round's ratio compares
-    # measurements taken moments apart (other jobs on the machine change
-    # the cost of a handshake from minute to minute), and the median ratio
-    # is what is checked
+    # handshake CPU in interleaved rounds. Other jobs on the machine only
+    # ever add to a round's CPU (a busy host made some rounds 2.5 times
+    # dearer, so a median of round ratios failed once in eight runs), while
+    # a lookup that scans the names would add to every round of the big
+    # server: what is checked is the cheapest round of each kind, the cost
+    # with the least interference
     rounds = {"unknown SNI, 10000 names": [], "unknown SNI, 1 name": [],
               "known SNI n9999, 10000 names": []}
     for _ in range(8):
@@ -594,12 +596,13 @@ def test_scale_10000_names(ctx):
         rounds["unknown SNI, 1 name"].append(handshake_cpu(small, "nobody.example", 50)[0])
         rounds["known SNI n9999, 10000 names"].append(handshake_cpu(big, "n9999.scale.test", 50)[0])
     ratios = sorted(b / a for a, b in zip(rounds["unknown SNI, 1 name"], rounds["unknown SNI, 10000 names"]))
-    ratio = (ratios[3] + ratios[4]) / 2
+    ratio = min(rounds["unknown SNI, 10000 names"]) / min(rounds["unknown SNI, 1 name"])
     for k, v in rounds.items():
-        figures.append(f"handshake server CPU, {k}: {sorted(v)[len(v) // 2]:.3f} ms (median of 8 x 50)")
-    figures.append(f"handshake CPU ratio, unknown SNI, 10000 names / 1 name: {ratio:.3f} (median of 8 rounds)")
+        figures.append(f"handshake server CPU, {k}: {min(v):.3f} ms cheapest, {sorted(v)[len(v) // 2]:.3f} ms "
+                       f"median (8 rounds x 50)")
+    figures.append(f"handshake CPU ratio, unknown SNI, 10000 names / 1 name: {ratio:.3f} (cheapest rounds)")
     ctx.check(f"{tag}: a handshake with an unknown SNI costs what it costs with 1 name (within 20%)",
-              ratio <= 1.2, "\n".join(figures[-4:] + [f"ratios {ratios}"]))
+              ratio <= 1.2, "\n".join(figures[-4:] + [f"round ratios {ratios}"]))
     ctx.check(f"{tag}: SNI n9999 gets its own slot's certificate",
               served(big.port, "n9999.scale.test") == der_of(crt))
     check_clean_stop(ctx, tag + " (1 name)", small)
