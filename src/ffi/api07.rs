@@ -22,7 +22,7 @@
 
 use super::boundary::ffi_boundary;
 use super::handle::Lookup;
-use super::{add_cert, fio_tls_s, new_object, object, opt_str, remove, report_bad, start, trust, TrustCall, OBJECTS};
+use super::{add_cert, fio_tls_s, new_object, object, opt_str, remove, report_bad, start, trust, OBJECTS};
 use crate::facil::v076::{Alpn, OnCleanup, OnSelected, Registration};
 use crate::log::log_error;
 use crate::tls::{KeyPassword, Role};
@@ -231,7 +231,7 @@ pub unsafe extern "C" fn fio_tls_alpn_count(tls: *mut fio_tls_s) -> usize {
 /// or a NUL-terminated string valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, public_cert_file: *const c_char) {
-    ffi_boundary!("fio_tls_trust", { trust(tls, public_cert_file, TrustCall::Add) })
+    ffi_boundary!("fio_tls_trust", { trust(tls, public_cert_file) })
 }
 
 /// Starts the server side of TLS on an accepted connection (facil.io's

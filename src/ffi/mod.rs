@@ -411,7 +411,7 @@ pub unsafe extern "C" fn fio_tls_proto_add(
 #[cfg(not(feature = "api07"))]
 #[no_mangle]
 pub unsafe extern "C" fn fio_tls_trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
-    ffi_boundary!("fio_tls_trust", { trust(tls, ca_file, TrustCall::Replace) })
+    ffi_boundary!("fio_tls_trust", { trust(tls, ca_file) })
 }
 
 /// Takes `tls` out of the table: the handle is destroyed at once, and the
@@ -529,22 +529,13 @@ unsafe fn add_cert(
     }
 }
 
-/// What a second `fio_tls_trust` does with the first one's CAs.
-#[derive(Clone, Copy)]
-enum TrustCall {
-    /// The beta4 build: the new source replaces the earlier ones.
-    #[cfg(not(feature = "api07"))]
-    Replace,
-    /// The release build (facil.io 0.7.x): it joins them.
-    #[cfg(feature = "api07")]
-    Add,
-}
-
-/// The body of `fio_tls_trust` (both APIs).
+/// The body of `fio_tls_trust` (both APIs): the release API adds the CA
+/// source to facil.io 0.7.x's trust list, the beta4 extension replaces the
+/// earlier one.
 ///
 /// # Safety
 /// As for `fio_tls_trust`.
-unsafe fn trust(tls: *mut fio_tls_s, ca_file: *const c_char, call: TrustCall) {
+unsafe fn trust(tls: *mut fio_tls_s, ca_file: *const c_char) {
     const API: &str = "fio_tls_trust";
     let Some(tls) = object(API, tls) else { return };
     let Ok(ca_file) = opt_str(API, "CA file name", ca_file) else { return };
@@ -552,12 +543,10 @@ unsafe fn trust(tls: *mut fio_tls_s, ca_file: *const c_char, call: TrustCall) {
         API,
         || LoadedTrust::load(ca_file.as_deref()),
         |c, trust| {
-            match call {
-                #[cfg(not(feature = "api07"))]
-                TrustCall::Replace => c.trust_loaded(trust),
-                #[cfg(feature = "api07")]
-                TrustCall::Add => c.trust_added(trust),
-            }
+            #[cfg(feature = "api07")]
+            c.trust_added(trust);
+            #[cfg(not(feature = "api07"))]
+            c.trust_loaded(trust);
             Ok(())
         },
     );

@@ -988,9 +988,8 @@ impl<H: Clone + Send + Sync + 'static> TlsConfig<H> {
     /// Turns on peer verification with a [`LoadedTrust`] alone: it
     /// replaces every earlier source (the beta4 build's `fio_tls_trust`).
     pub fn trust_loaded(&mut self, trust: LoadedTrust) {
-        self.trust = vec![trust];
-        self.server_ctx = None;
-        self.client_ctx = None;
+        self.trust.clear();
+        self.trust_added(trust);
     }
 
     /// Adds a source of peer verification: peers are then verified against

@@ -128,6 +128,10 @@ pub enum Poll {
     Changed(Stamps),
 }
 
+/// How long after one file of a pair appears the other may still be
+/// missing without a report, in seconds.
+pub const PAIR_SETTLE_SECS: i64 = 2;
+
 /// A group of one or two files that load together.
 pub struct Watch {
     files: Vec<WatchedFile>,
@@ -204,13 +208,7 @@ impl Watch {
         self.failed = Some(stamps);
         true
     }
-}
 
-/// How long after one file of a pair appears the other may still be
-/// missing without a report, in seconds.
-pub const PAIR_SETTLE_SECS: i64 = 2;
-
-impl Watch {
     /// A pair whose one file is missing (ENOENT) while the other was
     /// created, renamed or written (its ctime) at most [`PAIR_SETTLE_SECS`]
     /// before `now`: a writer that puts the files in place one at a time
